@@ -1,0 +1,12 @@
+from django import template
+
+register = template.Library()
+
+
+@register.filter
+def thousands(value):
+    """12345 -> '12,345' (no locale machinery, same output everywhere)."""
+    try:
+        return f"{int(value):,}"
+    except (TypeError, ValueError):
+        return value

@@ -1,0 +1,100 @@
+from django.contrib import admin
+
+from profiles import models
+
+
+@admin.register(models.Source)
+class SourceAdmin(admin.ModelAdmin):
+    list_display = ("name", "kind", "is_active", "is_authoritative", "created_at")
+    list_filter = ("kind", "is_active")
+    search_fields = ("name",)
+
+
+@admin.register(models.SourceKey)
+class SourceKeyAdmin(admin.ModelAdmin):
+    list_display = ("source", "kind", "prefix", "created_at", "expires_at", "revoked_at", "last_used_at")
+    list_filter = ("kind",)
+    # The hash is useless to a human and keys are created through the source screens only.
+    exclude = ("key_hash",)
+    readonly_fields = ("prefix", "created_at", "last_used_at")
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(models.Profile)
+class ProfileAdmin(admin.ModelAdmin):
+    list_display = ("id", "country", "city", "last_device_type", "last_seen_at", "merged_into")
+    list_filter = ("country", "last_device_type", "gender")
+    readonly_fields = ("id", "created_at", "updated_at")
+    raw_id_fields = ("merged_into",)
+    show_full_result_count = False
+
+
+@admin.register(models.ComputedTraits)
+class ComputedTraitsAdmin(admin.ModelAdmin):
+    list_display = ("profile", "order_count", "total_spent", "rfm_segment", "updated_at")
+    list_filter = ("rfm_segment",)
+    raw_id_fields = ("profile",)
+    show_full_result_count = False
+
+
+@admin.register(models.Identity)
+class IdentityAdmin(admin.ModelAdmin):
+    list_display = ("id", "kind", "profile", "first_seen_at", "last_seen_at")
+    list_filter = ("kind",)
+    raw_id_fields = ("profile", "source")
+    # value holds ciphertext for emails and phones; the profile screen shows readable values.
+    exclude = ("value_hash",)
+    show_full_result_count = False
+
+
+@admin.register(models.IdentityLink)
+class IdentityLinkAdmin(admin.ModelAdmin):
+    list_display = ("id", "identity_a", "identity_b", "rule", "is_active", "last_seen_at")
+    list_filter = ("rule", "is_active")
+    raw_id_fields = ("identity_a", "identity_b", "source", "deactivated_by")
+    show_full_result_count = False
+
+
+@admin.register(models.Event)
+class EventAdmin(admin.ModelAdmin):
+    list_display = ("id", "timestamp", "type", "name", "profile_id", "source_id")
+    list_filter = ("type",)
+    raw_id_fields = ("profile", "source")
+    show_full_result_count = False
+
+
+@admin.register(models.Product)
+class ProductAdmin(admin.ModelAdmin):
+    list_display = ("sku", "name", "category", "price", "currency")
+    list_filter = ("category",)
+    search_fields = ("sku", "name")
+
+
+class TransactionItemInline(admin.TabularInline):
+    model = models.TransactionItem
+    extra = 0
+
+
+@admin.register(models.Transaction)
+class TransactionAdmin(admin.ModelAdmin):
+    list_display = ("order_id", "source", "profile", "amount", "currency", "channel", "timestamp")
+    list_filter = ("channel", "currency")
+    search_fields = ("order_id",)
+    raw_id_fields = ("profile",)
+    inlines = [TransactionItemInline]
+    show_full_result_count = False
+
+
+@admin.register(models.TransactionItem)
+class TransactionItemAdmin(admin.ModelAdmin):
+    list_display = ("transaction", "product_sku", "category", "price", "quantity")
+    raw_id_fields = ("transaction",)
+    show_full_result_count = False
+
+
+@admin.register(models.RejectedEvent)
+class RejectedEventAdmin(admin.ModelAdmin):
+    list_display = ("received_at", "reason", "source", "batch_index", "replayed_at")
+    list_filter = ("reason",)

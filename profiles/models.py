@@ -1,0 +1,358 @@
+"""Profiles: the unified store of people, their identifiers, events and purchases.
+
+Data flows in through `Source`s (ingestion API, imports), lands as `Event`s and
+`Transaction`s, and is attached to one `Profile` per person through the identity graph
+(`Identity` nodes joined by `IdentityLink` edges).
+"""
+
+import uuid
+
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+
+from cdp.fields import EncryptedTextField
+
+
+class Source(models.Model):
+    """A named input of data: a website, an app, a server, a CRM or a point-of-sale system."""
+
+    class Kind(models.TextChoices):
+        WEBSITE = "website", "Website"
+        APP = "app", "Mobile app"
+        SERVER = "server", "Server"
+        CRM = "crm", "CRM"
+        POS = "pos", "Point of sale"
+        OTHER = "other", "Other"
+
+    name = models.CharField(max_length=120, unique=True)
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.WEBSITE)
+    allowed_origins = ArrayField(models.CharField(max_length=255), default=list, blank=True,
+                                 help_text="Browser origins allowed to post events (CORS), e.g. https://shop.example")
+    # Trait precedence when profiles merge: newest non-empty value wins, unless it comes from
+    # an authoritative source (e.g. the CRM), which always wins.
+    is_authoritative = models.BooleanField(default=False)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class SourceKey(models.Model):
+    """An API key of a source. Only its SHA-256 is stored; the key is shown once at creation.
+
+    Keys are 256-bit random tokens, so a fast unsalted hash is enough (as for GitHub tokens):
+    there is nothing to brute-force, and lookups must be one indexed equality.
+    """
+
+    class Kind(models.TextChoices):
+        WRITE = "write", "Write key (send events)"
+        READ = "read", "Read key (segment lookups, decisions)"
+
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="keys")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    prefix = models.CharField(max_length=12, help_text="First characters of the key, to tell keys apart")
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    # Rotation sets expires_at on the old key (an overlap window); revocation is immediate.
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.source} {self.kind} key {self.prefix}…"
+
+
+class Profile(models.Model):
+    """One person. Typed columns hold what segments filter most; the rest is in `traits`.
+
+    A profile absorbed by a merge keeps its row with `merged_into` pointing at the survivor,
+    so old ids handed to client sites still resolve.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    merged_into = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="absorbed")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    first_seen_at = models.DateTimeField(null=True, blank=True)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+
+    # Personal data: encrypted at rest.
+    first_name = EncryptedTextField(null=True, blank=True)
+    last_name = EncryptedTextField(null=True, blank=True)
+
+    # Demographics (coarse, used by segments).
+    birth_year = models.SmallIntegerField(null=True, blank=True)
+    age = models.SmallIntegerField(null=True, blank=True)
+    gender = models.CharField(max_length=20, blank=True, default="")
+    country = models.CharField(max_length=2, blank=True, default="", help_text="ISO 3166-1 alpha-2")
+    city = models.CharField(max_length=120, blank=True, default="")
+    postcode = models.CharField(max_length=20, blank=True, default="")
+    income_band = models.CharField(max_length=20, blank=True, default="")
+    language = models.CharField(max_length=10, blank=True, default="")
+    occupation = models.CharField(max_length=80, blank=True, default="")
+
+    # Technographics, from the most recent event.
+    last_device_type = models.CharField(max_length=20, blank=True, default="")
+    last_os = models.CharField(max_length=40, blank=True, default="")
+    last_browser = models.CharField(max_length=40, blank=True, default="")
+
+    traits = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["last_seen_at"], name="profile_last_seen_idx"),
+            models.Index(fields=["country", "city"], name="profile_country_city_idx"),
+        ]
+
+    def __str__(self):
+        return str(self.id)
+
+
+class ComputedTraits(models.Model):
+    """Traits derived from behaviour, one row per profile, rebuilt incrementally and nightly.
+
+    Kept apart from Profile so a full rebuild rewrites this narrow table, not every profile.
+    RFM follows the buy-till-you-die conventions (see docs/rfm.md).
+    """
+
+    profile = models.OneToOneField(Profile, primary_key=True, on_delete=models.CASCADE, related_name="computed")
+    updated_at = models.DateTimeField(auto_now=True)
+    order_count = models.IntegerField(default=0)
+    total_spent = models.DecimalField(max_digits=14, decimal_places=2, default=0)
+    average_order_value = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    first_purchase_at = models.DateTimeField(null=True, blank=True)
+    last_purchase_at = models.DateTimeField(null=True, blank=True)
+    favourite_category = models.CharField(max_length=80, blank=True, default="")
+    rfm_frequency = models.IntegerField(null=True, blank=True)
+    rfm_recency = models.FloatField(null=True, blank=True, help_text="days")
+    rfm_t = models.FloatField(null=True, blank=True, help_text="days")
+    rfm_monetary_value = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    r_score = models.SmallIntegerField(null=True, blank=True)
+    f_score = models.SmallIntegerField(null=True, blank=True)
+    m_score = models.SmallIntegerField(null=True, blank=True)
+    rfm_segment = models.CharField(max_length=30, blank=True, default="")
+
+    class Meta:
+        verbose_name_plural = "computed traits"
+
+    def __str__(self):
+        return f"computed traits of {self.profile_id}"
+
+
+class Identity(models.Model):
+    """A node of the identity graph: one identifier of one kind, attached to one profile.
+
+    Matching is on `value_hash` = HMAC(kind:normalized value), so personal identifiers can be
+    encrypted in `value` without losing exact-match lookups.
+    """
+
+    class Kind(models.TextChoices):
+        ANONYMOUS_ID = "anonymous_id", "Anonymous id"
+        USER_ID = "user_id", "User id"
+        EMAIL = "email", "Email"
+        PHONE = "phone", "Phone"
+        DEVICE_ID = "device_id", "Device id"
+        CRM_ID = "crm_id", "CRM id"
+
+    PERSONAL_KINDS = frozenset({Kind.EMAIL, Kind.PHONE})
+
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="identities")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    value_hash = models.BinaryField(max_length=32)
+    # Plaintext for pseudonymous ids (anonymous/user/device/crm); AES-GCM ciphertext for email
+    # and phone (see `identity_value_store` in services).
+    value = models.TextField()
+    source = models.ForeignKey(Source, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    first_seen_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name_plural = "identities"
+        constraints = [models.UniqueConstraint(fields=["kind", "value_hash"], name="identity_kind_value_uniq")]
+        indexes = [models.Index(fields=["profile", "kind"], name="identity_profile_kind_idx")]
+
+    def __str__(self):
+        return f"{self.kind}:{self.id}"
+
+
+class IdentityLink(models.Model):
+    """An edge of the identity graph, with its provenance.
+
+    A profile is a connected component of active links. Deactivating a link (un-merge) splits
+    the component again; nothing about the link is ever deleted.
+    """
+
+    class Rule(models.TextChoices):
+        SAME_MESSAGE = "same_message", "anonymousId and userId in one message"
+        IDENTIFY_TRAITS = "identify_traits", "email / phone in identify traits"
+        ALIAS = "alias", "alias previousId → userId"
+        CRM_ROW = "crm_row", "identifiers on one CRM row"
+        STAFF = "staff", "linked by staff"
+        PROBABILISTIC = "probabilistic", "accepted probabilistic match"
+
+    identity_a = models.ForeignKey(Identity, on_delete=models.CASCADE, related_name="+")
+    identity_b = models.ForeignKey(Identity, on_delete=models.CASCADE, related_name="+")
+    rule = models.CharField(max_length=20, choices=Rule.choices)
+    source = models.ForeignKey(Source, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    first_seen_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    is_active = models.BooleanField(default=True)
+    deactivated_at = models.DateTimeField(null=True, blank=True)
+    deactivated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                       related_name="+")
+    deactivation_reason = models.TextField(blank=True, default="")
+
+    class Meta:
+        constraints = [
+            # Store each undirected edge once: the smaller identity id first.
+            models.CheckConstraint(condition=models.Q(identity_a__lt=models.F("identity_b")),
+                                   name="identitylink_ordered"),
+            models.UniqueConstraint(fields=["identity_a", "identity_b", "rule"], name="identitylink_uniq"),
+        ]
+        indexes = [models.Index(fields=["identity_b"], name="identitylink_b_idx")]
+
+    def __str__(self):
+        return f"{self.identity_a_id}–{self.identity_b_id} ({self.rule})"
+
+
+class Event(models.Model):
+    """One Segment-spec message (track, page, screen, identify, group, alias).
+
+    The table is partitioned by month on `timestamp` (declarative partitioning, created in
+    migration 0002 by hand: Django cannot express it). Its real primary key is (id, timestamp);
+    Django is told `id` alone, which is unique because it comes from one sequence.
+    `profile` and `source` carry no foreign-key constraint: a constraint on a 10M-row
+    partitioned table would tax every COPY and every merge's re-pointing, and referential
+    clean-up is done by the services that delete profiles.
+    """
+
+    class Type(models.TextChoices):
+        TRACK = "track"
+        PAGE = "page"
+        SCREEN = "screen"
+        IDENTIFY = "identify"
+        GROUP = "group"
+        ALIAS = "alias"
+
+    id = models.BigAutoField(primary_key=True)
+    timestamp = models.DateTimeField(help_text="Event time corrected for client clock skew")
+    original_timestamp = models.TextField(null=True, blank=True, help_text="Client's timestamp, verbatim")
+    sent_at = models.DateTimeField(null=True, blank=True)
+    received_at = models.DateTimeField()
+    source = models.ForeignKey(Source, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False,
+                               related_name="+")
+    profile = models.ForeignKey(Profile, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False,
+                                related_name="events")
+    message_id = models.CharField(max_length=100)
+    type = models.CharField(max_length=10, choices=Type.choices)
+    name = models.CharField(max_length=200, blank=True, default="",
+                            help_text="track: event; page/screen: name")
+    category = models.CharField(max_length=200, blank=True, default="")
+    anonymous_id = models.CharField(max_length=200, blank=True, default="")
+    user_id = models.CharField(max_length=200, blank=True, default="")
+    group_id = models.CharField(max_length=200, blank=True, default="")
+    previous_id = models.CharField(max_length=200, blank=True, default="")
+    properties = models.JSONField(default=dict, blank=True)
+    traits = models.JSONField(default=dict, blank=True)
+    context = models.JSONField(default=dict, blank=True)
+    extra = models.JSONField(default=dict, blank=True, help_text="integrations and any other keys, kept as sent")
+
+    # Indexes and the partitioning live in migration 0002 (raw SQL on the partitioned parent).
+
+    def __str__(self):
+        return f"{self.type} {self.name} @ {self.timestamp:%Y-%m-%d %H:%M}"
+
+
+class Product(models.Model):
+    """A catalogue entry (demo data and transaction items refer to products by sku)."""
+
+    sku = models.CharField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    category = models.CharField(max_length=80)
+    price = models.DecimalField(max_digits=12, decimal_places=2)
+    currency = models.CharField(max_length=3, default="EUR")
+
+    class Meta:
+        ordering = ["sku"]
+
+    def __str__(self):
+        return f"{self.sku} {self.name}"
+
+
+class Transaction(models.Model):
+    """A purchase, online or offline. `order_id` is unique per source, so re-sending or
+    re-importing an order never counts it twice."""
+
+    class Channel(models.TextChoices):
+        WEB = "web"
+        APP = "app"
+        STORE = "store"
+        PHONE = "phone"
+
+    source = models.ForeignKey(Source, on_delete=models.PROTECT, related_name="+")
+    order_id = models.CharField(max_length=100)
+    profile = models.ForeignKey(Profile, null=True, blank=True, on_delete=models.SET_NULL, related_name="transactions")
+    amount = models.DecimalField(max_digits=14, decimal_places=2)
+    currency = models.CharField(max_length=3)
+    channel = models.CharField(max_length=10, choices=Channel.choices, default=Channel.WEB)
+    store = models.CharField(max_length=80, blank=True, default="")
+    timestamp = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["source", "order_id"], name="transaction_source_order_uniq")]
+        indexes = [
+            models.Index(fields=["profile", "timestamp"], name="transaction_profile_ts_idx"),
+            models.Index(fields=["timestamp"], name="transaction_ts_idx"),
+        ]
+
+    def __str__(self):
+        return f"order {self.order_id}"
+
+
+class TransactionItem(models.Model):
+    transaction = models.ForeignKey(Transaction, on_delete=models.CASCADE, related_name="items")
+    product_sku = models.CharField(max_length=64, blank=True, default="")
+    product_name = models.CharField(max_length=200, blank=True, default="")
+    category = models.CharField(max_length=80, blank=True, default="")
+    price = models.DecimalField(max_digits=12, decimal_places=2)
+    quantity = models.IntegerField(default=1)
+
+    class Meta:
+        indexes = [models.Index(fields=["category"], name="transactionitem_category_idx")]
+
+    def __str__(self):
+        return f"{self.quantity}× {self.product_sku}"
+
+
+class RejectedEvent(models.Model):
+    """Input we could not accept, kept with the reason so nothing disappears silently."""
+
+    source = models.ForeignKey(Source, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    received_at = models.DateTimeField()
+    reason = models.CharField(max_length=60, help_text="machine-readable code, e.g. missing_event")
+    message = models.TextField(help_text="human-readable explanation")
+    batch_index = models.IntegerField(null=True, blank=True)
+    payload = models.JSONField(null=True, blank=True)
+    raw_body = models.TextField(blank=True, default="", help_text="when the body was not valid JSON")
+    replayed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+        indexes = [models.Index(fields=["reason", "received_at"], name="rejected_reason_idx")]
+
+    def __str__(self):
+        return f"{self.reason} @ {self.received_at:%Y-%m-%d %H:%M}"

@@ -1,0 +1,13 @@
+"""Who may do what with profiles, sources and imports."""
+
+import rules
+
+from cdp.roles import is_admin, is_compliance_officer, is_data_team
+
+# Personal data in full: the data team (it runs imports and merges) and compliance (it answers
+# data-subject requests). Marketers work with segments and aggregates, not individuals.
+can_browse_profiles = is_admin | is_data_team | is_compliance_officer
+
+rules.add_perm("profiles.browse", can_browse_profiles)
+rules.add_perm("profiles.browse_imports", is_admin | is_data_team)
+rules.add_perm("profiles.manage_sources", is_admin | is_data_team)

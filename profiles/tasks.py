@@ -1,0 +1,13 @@
+"""Celery entry points of the profiles app."""
+
+from datetime import date
+
+from celery import shared_task
+
+from profiles.partitions import event_partitions_ahead
+
+
+@shared_task(time_limit=300)
+def event_partitions_ensure_task(months_ahead: int = 3, today: str | None = None) -> list[str]:
+    """Keep monthly event partitions created ahead of time (`today`: ISO date, default today)."""
+    return event_partitions_ahead(months_ahead=months_ahead, today=date.fromisoformat(today) if today else None)

@@ -1,0 +1,183 @@
+"""Shared fixtures: the cast of users, a real Celery worker, a real Chromium."""
+
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from cdp.browser import LAUNCH_ARGS, playwright_chromium, system_chromium
+from tests.helpers import PASSWORD
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+# Playwright's sync API runs an event loop in the test thread; Django would then refuse ORM
+# calls made by the test itself. The live server runs in its own thread and is unaffected.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+CAST = {
+    "alice": "marketer",
+    "dan": "data_team",
+    "cora": "compliance_officer",
+    "mallory": None,
+}
+
+
+@pytest.fixture(autouse=True)
+def _reference_data(request):
+    """Tests that commit (live server, real worker) end by flushing every table, which also
+    wipes rows made by data migrations (roles, purposes). Put them back before such a test.
+
+    (Django's serialized rollback would do this, but Playwright's event loop gives the test
+    thread a different context, and with it a connection object without the serialized data.)
+    """
+    names = set(request.fixturenames)
+    if names & {"live_server", "transactional_db", "celery_worker_process"}:
+        request.getfixturevalue("transactional_db")
+        from cdp.reference_data import reference_data_ensure
+
+        reference_data_ensure()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fast_password_hashing():
+    """Tests create many users; the production hasher's cost is not what they test."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_broker(tmp_path_factory):
+    """Each test session gets its own filesystem queue, so a running `make run` never steals
+    (or feeds) the tests' tasks."""
+    from cdp.celery import app
+
+    if not settings.CELERY_BROKER_URL.startswith("filesystem://"):
+        yield None
+        return
+    folder = tmp_path_factory.mktemp("broker")
+    options = dict(settings.CELERY_BROKER_TRANSPORT_OPTIONS)
+    options.update(data_folder_in=str(folder / "queue"), data_folder_out=str(folder / "queue"),
+                   control_folder=str(folder / "control"))
+    for key in ("data_folder_in", "control_folder"):
+        Path(options[key]).mkdir(parents=True, exist_ok=True)
+    # Set before anything publishes: connections and pools are created lazily from it.
+    app.conf.broker_transport_options = options
+    yield folder
+
+
+@pytest.fixture
+def users(db):
+    """alice the marketer, dan the data team, cora the compliance officer, mallory with no role,
+    and root the superuser."""
+    from django.contrib.auth.models import Group, User
+
+    cast = {}
+    for username, role in CAST.items():
+        user = User.objects.create_user(username=username, password=PASSWORD)
+        if role:
+            user.groups.add(Group.objects.get(name=role))
+        cast[username] = user
+    cast["root"] = User.objects.create_superuser(username="root", password=PASSWORD)
+    return cast
+
+
+def database_url_for_children() -> str:
+    """A URL of the test database that other processes (a Celery worker) can use."""
+    from django.db import connection
+
+    params = connection.get_connection_params()
+    host = params.get("host") or ""
+    port = params.get("port") or 5432
+    user = params.get("user") or "postgres"
+    password = params.get("password") or ""
+    auth = f"{user}:{password}@" if password else f"{user}@"
+    if host.startswith("/"):
+        return f"postgresql://{auth}/{params['dbname']}?host={host}&port={port}"
+    return f"postgresql://{auth}{host}:{port}/{params['dbname']}"
+
+
+class WorkerProcess:
+    """A real `celery worker` subprocess on the test database and the session's broker."""
+
+    def __init__(self, broker_folder):
+        env = dict(os.environ)
+        env["DATABASE_URL"] = database_url_for_children()
+        if broker_folder is not None:
+            env["CDP_BROKER_DIR"] = str(broker_folder)
+        env["CDP_LOG_LEVEL"] = "INFO"
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.output: list[str] = []
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "cdp", "worker", "--pool", "prefork", "--concurrency", "2",
+             "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "INFO",
+             "--hostname", f"test-{os.getpid()}@%h"],
+            cwd=BASE_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True,
+        )
+        threading.Thread(target=self._pump, daemon=True).start()
+        self._wait_for("ready.", timeout=60)
+
+    def _pump(self):
+        for line in self.process.stdout:
+            self.output.append(line)
+            self.lines.put(line)
+
+    def _wait_for(self, marker: str, timeout: float):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError("celery worker exited early:\n" + "".join(self.output))
+            try:
+                if marker in self.lines.get(timeout=0.2):
+                    return
+            except queue.Empty:
+                continue
+        raise RuntimeError(f"celery worker not ready after {timeout} s:\n" + "".join(self.output))
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, 9)
+                self.process.wait(5)
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db, _private_broker):
+    """Start a real Celery worker for one test (needs committed data, hence transactional_db)."""
+    worker = WorkerProcess(_private_broker)
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture(scope="session")
+def chromium_path():
+    path = system_chromium() or playwright_chromium()
+    if not path:
+        pytest.skip("no Chromium available (install Debian's chromium or set CHROMIUM_PATH)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def browser(chromium_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path, args=LAUNCH_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(15000)
+    yield page
+    context.close()

@@ -1,0 +1,101 @@
+"""`make run` end to end: a fresh data folder, the real launcher, Ctrl-C, and no orphans."""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.skipif(bool(os.environ.get("DATABASE_URL")),
+                                reason="exercises the embedded defaults; DATABASE_URL is set")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _pump(process, log: list[str]) -> None:
+    for line in process.stdout:
+        log.append(line)
+
+
+def _wait_for(process, pattern: str, timeout: float, log: list[str]) -> re.Match:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        match = re.search(pattern, "".join(log))
+        if match:
+            return match
+        if process.poll() is not None:
+            break
+        time.sleep(0.2)
+    pytest.fail(f"launcher did not print {pattern!r} within {timeout} s:\n{''.join(log)}")
+
+
+def _processes_using(data_dir: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if str(data_dir) in cmdline:
+            found.append(proc)
+    return found
+
+
+def test_make_run_serves_the_dashboard_and_ctrl_c_stops_every_process(tmp_path):
+    data_dir = tmp_path / "cdp-data"
+    port = _free_port()
+    env = {key: value for key, value in os.environ.items()
+           if key not in {"DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL", "CDP_BROKER_DIR"}}
+    env.update(CDP_DATA_DIR=str(data_dir), PORT=str(port), CDP_DEMO_PROFILES="200", CDP_DEMO_DAYS="14",
+               CDP_ADMIN_PASSWORD="launch-test-password", PYTHONUNBUFFERED="1")
+    process = subprocess.Popen([sys.executable, "manage.py", "runcdp"], cwd=BASE_DIR, env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log: list[str] = []
+    threading.Thread(target=_pump, args=(process, log), daemon=True).start()
+    try:
+        _wait_for(process, r"CDP is running at (http://\S+)", timeout=180, log=log)
+        output = "".join(log)
+        assert "Demo data loaded" in output and "Log in as: admin" in output
+        base = f"http://127.0.0.1:{port}"
+        assert requests.get(f"{base}/healthz", timeout=5).json() == {
+            "status": "ok", "database": "ok", "broker": "ok"}
+
+        session = requests.Session()
+        login_page = session.get(f"{base}/accounts/login/", timeout=5)
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login_page.text).group(1)
+        dashboard = session.post(f"{base}/accounts/login/", timeout=10, headers={"Referer": f"{base}/"},
+                                 data={"username": "admin", "password": "launch-test-password",
+                                       "csrfmiddlewaretoken": token, "next": "/"})
+        assert dashboard.url.rstrip("/") == base
+        assert 'data-testid="count-profiles">200<' in dashboard.text
+
+        children = psutil.Process(process.pid).children(recursive=True)
+        names = " ".join(" ".join(child.cmdline()) for child in children)
+        assert "gunicorn" in names and "worker" in names and "beat" in names
+        postgres = _processes_using(data_dir)
+        assert postgres, "the embedded PostgreSQL should be running"
+        tracked = children + postgres
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(90)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+
+    assert process.returncode == 0, "".join(log)
+    time.sleep(0.5)
+    leftovers = [p for p in tracked if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert leftovers == []
+    assert _processes_using(data_dir) == []
