@@ -6,6 +6,7 @@ finishes its current task) and finally the embedded PostgreSQL. Each child also 
 PR_SET_PDEATHSIG, so even a `kill -9` of the supervisor does not leave them running.
 """
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -29,10 +30,8 @@ _PR_SET_PDEATHSIG = 1
 
 def _die_with_parent():
     """preexec_fn: ask the kernel to SIGTERM the child when the supervisor dies."""
-    try:
+    with contextlib.suppress(OSError):  # not Linux: the orderly shutdown still applies
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:  # not Linux: the orderly shutdown still applies
-        pass
 
 
 @dataclass
@@ -151,10 +150,8 @@ class Supervisor:
 
 
 def _signal_group(process: subprocess.Popen, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _broker_label(url: str) -> str:

@@ -72,7 +72,7 @@ def test_each_profile_is_one_connected_identity_graph(demo):
     graph = coo_matrix(([1] * len(links), (rows, cols)), shape=(len(identities), len(identities)))
     _, labels = connected_components(graph, directed=False)
     components_per_profile = defaultdict(set)
-    for (identity_id, profile_id), label in zip(identities, labels, strict=True):
+    for (_, profile_id), label in zip(identities, labels, strict=True):
         components_per_profile[profile_id].add(label)
     assert len(components_per_profile) == 300
     assert all(len(components) == 1 for components in components_per_profile.values())
@@ -81,8 +81,8 @@ def test_each_profile_is_one_connected_identity_graph(demo):
 def test_personal_identifiers_are_encrypted_and_hash_matched(demo):
     email = Identity.objects.filter(kind=Identity.Kind.EMAIL).first()
     assert email.value.startswith("e1.") and "@" not in email.value
-    from profiles.selectors import profile_search
     from profiles.identifiers import readable_value
+    from profiles.selectors import profile_search
 
     assert list(profile_search(query=readable_value(email).upper())) == [email.profile]
 

@@ -24,7 +24,8 @@ pytestmark = [
 
 def test_settings_follow_the_environment():
     assert settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
-    assert settings.CELERY_BROKER_URL == os.environ.get("CELERY_BROKER_URL", os.environ["REDIS_URL"])
+    expected_broker = os.environ.get("CELERY_BROKER_URL") or os.environ["REDIS_URL"]
+    assert settings.CELERY_BROKER_URL == expected_broker
     assert settings.CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache"
 
 
