@@ -15,6 +15,11 @@ urlpatterns = [
     path("segments/", include("segments.urls")),
     path("content/", include("content.urls")),
     path("consent/", include("consent.urls")),
+    # Each app's HTTP API (ingestion /v1/..., lookups, staff /api/...) mounts at the root.
+    path("", include("profiles.api.urls")),
+    path("", include("segments.api.urls")),
+    path("", include("consent.api.urls")),
+    path("", include("content.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]

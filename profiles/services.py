@@ -6,8 +6,8 @@ from django.db import connection, transaction
 
 logger = logging.getLogger(__name__)
 
-# Everything that hangs off profiles, children first. TRUNCATE ... CASCADE would also empty
-# tables of other apps that point at profiles; listing them keeps the blast radius explicit.
+# Everything that hangs off profiles. CASCADE also empties other apps' tables that point at
+# profiles (segment memberships, exposures, ...): a wipe means "no people left at all".
 PROFILE_DATA_TABLES = [
     "profiles_transactionitem", "profiles_transaction", "profiles_event", "profiles_identitylink",
     "profiles_identity", "profiles_computedtraits", "profiles_rejectedevent", "profiles_profile",
@@ -16,10 +16,10 @@ PROFILE_DATA_TABLES = [
 
 @transaction.atomic
 def profiles_wipe() -> None:
-    """Delete every profile and all profile data (demo reloads, never called by the product UI)."""
+    """Delete every profile and all data about people (demo reloads; never called by the product UI)."""
     with connection.cursor() as cursor:
         # Django's foreign keys are DEFERRABLE INITIALLY DEFERRED; rows written earlier in this
         # transaction leave pending checks that TRUNCATE refuses to run over. Fire them now.
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-        cursor.execute(f"TRUNCATE {', '.join(PROFILE_DATA_TABLES)} RESTART IDENTITY")
+        cursor.execute(f"TRUNCATE {', '.join(PROFILE_DATA_TABLES)} RESTART IDENTITY CASCADE")
     logger.warning("all profile data wiped", extra={"tables": len(PROFILE_DATA_TABLES)})

@@ -1,0 +1,22 @@
+"""Where the profiles app keeps personal data (see cdp/pii.py)."""
+
+from cdp.pii import NoPii, PiiLocation
+
+LOCATIONS = [
+    PiiLocation("profiles.Profile", "id", ("first_name", "last_name", "birth_year", "age", "gender", "city",
+                                           "postcode", "traits"), note="names encrypted at rest"),
+    PiiLocation("profiles.ComputedTraits", "profile_id"),
+    PiiLocation("profiles.Identity", "profile_id", ("value", "value_hash"),
+                note="emails and phones encrypted; matching on keyed hash"),
+    PiiLocation("profiles.IdentityLink", "identity_a__profile_id", on_erasure="cascade"),
+    PiiLocation("profiles.Event", "profile_id", ("anonymous_id", "user_id", "properties", "traits", "context")),
+    PiiLocation("profiles.Transaction", "profile_id", ("order_id", "store")),
+    PiiLocation("profiles.TransactionItem", "transaction__profile_id", on_erasure="cascade"),
+    PiiLocation("profiles.RejectedEvent", "", ("payload", "raw_body"),
+                note="not linked to a profile: erasure must search payloads by the person's identifiers"),
+]
+NO_PII = [
+    NoPii("profiles.Source", "configuration"),
+    NoPii("profiles.SourceKey", "hashed API keys"),
+    NoPii("profiles.Product", "catalogue"),
+]
