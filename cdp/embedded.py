@@ -92,6 +92,11 @@ def _tune_once(server, pgdata: Path) -> None:
             conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
     pg_ctl(["-w", "-m", "fast", "restart", "-o", '-h ""', "-o", f"-k {info.socket_dir}",
             "-l", str(pgdata / "log")], pgdata=pgdata, user=server.system_user, timeout=60)
+    # The restart gave the server a new postmaster pid; pgserver must track that one, or its
+    # last-handle clean-up finds the old pid gone and leaves the new server running.
+    from pgserver.utils import PostmasterInfo
+
+    server._postmaster_info = PostmasterInfo.read_from_pgdata(pgdata)
     marker.write_text("tuned\n")
     if server.system_user:
         import pwd

@@ -112,3 +112,12 @@ def test_command_refuses_to_mix_with_existing_data(demo):
         call_command("generate_demo", "--profiles", "10")
     call_command("generate_demo", "--profiles", "10", "--if-empty")
     assert Profile.objects.count() == 300
+
+
+def test_first_and_last_seen_bound_each_profiles_events(demo):
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM profiles_profile p JOIN (SELECT profile_id, min(timestamp) AS first, "
+            "max(timestamp) AS last FROM profiles_event GROUP BY profile_id) e ON e.profile_id = p.id "
+            "WHERE p.first_seen_at <> e.first OR p.last_seen_at <> e.last")
+        assert cursor.fetchone()[0] == 0

@@ -43,6 +43,16 @@ def _wait_for(process, pattern: str, timeout: float, log: list[str]) -> re.Match
     pytest.fail(f"launcher did not print {pattern!r} within {timeout} s:\n{''.join(log)}")
 
 
+def _postmaster_alive(data_dir: Path) -> bool:
+    """The embedded server is up if postmaster.pid names a live process (its command line may
+    not mention the folder: pg_ctl restart drops -D, and long paths move the socket)."""
+    pid_file = data_dir / "pg" / "postmaster.pid"
+    if not pid_file.exists():
+        return False
+    pid = int(pid_file.read_text().splitlines()[0])
+    return psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+
+
 def _processes_using(data_dir: Path) -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter(["cmdline"]):
@@ -83,9 +93,9 @@ def test_make_run_serves_the_dashboard_and_ctrl_c_stops_every_process(tmp_path):
         children = psutil.Process(process.pid).children(recursive=True)
         names = " ".join(" ".join(child.cmdline()) for child in children)
         assert "gunicorn" in names and "worker" in names and "beat" in names
-        postgres = _processes_using(data_dir)
-        assert postgres, "the embedded PostgreSQL should be running"
-        tracked = children + postgres
+        assert _postmaster_alive(data_dir), "the embedded PostgreSQL should be running"
+        postmaster = psutil.Process(int((data_dir / "pg" / "postmaster.pid").read_text().splitlines()[0]))
+        tracked = children + [postmaster] + postmaster.children(recursive=True)
     finally:
         process.send_signal(signal.SIGINT)
         try:
@@ -98,4 +108,21 @@ def test_make_run_serves_the_dashboard_and_ctrl_c_stops_every_process(tmp_path):
     time.sleep(0.5)
     leftovers = [p for p in tracked if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert leftovers == []
+    assert not _postmaster_alive(data_dir)
     assert _processes_using(data_dir) == []
+
+
+def test_a_process_that_starts_the_embedded_database_stops_it_when_it_exits(tmp_path):
+    """Even the very first start of a new data folder (initdb + tuning restart) leaves nothing."""
+    data_dir = tmp_path / "fresh"
+    script = ("from pathlib import Path; from cdp import embedded; "
+              f"print(embedded.ensure_running(Path({str(data_dir)!r}))['host'])")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "cdp.settings", "CDP_DATA_DIR": str(data_dir)}
+    result = subprocess.run([sys.executable, "-c", script], cwd=BASE_DIR, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert str(data_dir) in result.stdout
+    deadline = time.monotonic() + 10
+    while _postmaster_alive(data_dir) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _postmaster_alive(data_dir)

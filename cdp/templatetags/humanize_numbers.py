@@ -10,3 +10,11 @@ def thousands(value):
         return f"{int(value):,}"
     except (TypeError, ValueError):
         return value
+
+
+@register.filter
+def as_json(value):
+    """Compact JSON for display (dicts from JSONFields would otherwise print as Python reprs)."""
+    import orjson
+
+    return orjson.dumps(value).decode()

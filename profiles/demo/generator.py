@@ -192,14 +192,15 @@ class _ChunkBuilder:
         city = g.cities[self.city_index[i]]
         devices = [self._device(city, i) for _ in range(int(self.devices_count[i]))]
         sessions = self._session_times(i, devices)
-        first_seen, last_seen = sessions[0][0], sessions[-1][0]
+        first_seen = sessions[0][0]
         registered = bool(self.registered[i])
         person = {"profile_id": profile_id, "city": city, "registered": registered, "index": i,
-                  "user_id": f"u{100000 + global_index}" if registered else "", "cart_history": []}
+                  "user_id": f"u{100000 + global_index}" if registered else "", "last_event": first_seen}
         if registered:
             for device in devices:
                 device.login_session = 0 if rand.random() < 0.7 else rand.randint(1, 3)
-        names = self._names(city) if registered or self.subscriber[i] else (None, None)
+        gender = catalog.GENDERS[self.gender[i]]
+        names = self._names(city, gender) if registered or self.subscriber[i] else (None, None)
         last_device = devices[0]
         per_device_counter = {id(d): 0 for d in devices}
         for when, device in sessions:
@@ -211,6 +212,7 @@ class _ChunkBuilder:
             device.last_seen = when
             last_device = device
         self._emails(person, sessions, i)
+        last_seen = person["last_event"]
         self._identities(person, devices, names, first_seen, last_seen, i)
         if self.loyalty[i]:
             self._store_orders(person, first_seen)
@@ -223,7 +225,7 @@ class _ChunkBuilder:
         self.rows.profiles.append((
             profile_id, first_seen, last_seen, first_seen, last_seen,
             crypto.encrypt(names[0]) if names[0] else None, crypto.encrypt(names[1]) if names[1] else None,
-            g.end.year - age, age, catalog.GENDERS[self.gender[i]], city.country, city.name, postcode,
+            g.end.year - age, age, gender, city.country, city.name, postcode,
             catalog.INCOME_BANDS[self.income[i]], city.language, occupation,
             last_device.type, last_device.os, last_device.browser, orjson.dumps(traits).decode(),
         ))
@@ -375,6 +377,7 @@ class _ChunkBuilder:
         g = self.g
         context = {**device.context, **extra_context} if extra_context else device.context
         g.event_counter += 1
+        person["last_event"] = max(person["last_event"], when)
         self.rows.events.append((
             when, when.isoformat(timespec="milliseconds").replace("+00:00", "Z"), when + timedelta(milliseconds=40),
             when + timedelta(milliseconds=180), source_id, person["profile_id"],
@@ -384,9 +387,10 @@ class _ChunkBuilder:
         ))
 
     # -- identity graph -----------------------------------------------------------------------
-    def _names(self, city):
+    def _names(self, city, gender):
         faker = self.g.fakers[city.country]
-        return faker.first_name(), faker.last_name()
+        first = {"female": faker.first_name_female, "male": faker.first_name_male}.get(gender, faker.first_name)
+        return first(), faker.last_name()
 
     def _identities(self, person, devices, names, first_seen, last_seen, i) -> None:
         g, rows = self.g, self.rows
