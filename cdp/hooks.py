@@ -1,14 +1,35 @@
-"""Cross-app notifications that must not create import cycles.
+"""Notifications between stages of the flow that must not create import cycles.
 
-`profiles` (collect, unify) runs before `segments` (segment) in the flow and must not import
-it. When profiles change, profiles calls `profiles_changed`, which enqueues the segments app's
-real-time evaluation by task name — if that task exists in this code base.
+A stage never imports a later one. It announces what happened, and the announcement enqueues
+the next stage's task by name, if that task exists in this code base:
+
+- ingestion stored events            -> `events_ingested`   -> identity resolution
+- identity resolution changed people -> `profiles_changed`  -> segments' real-time evaluation
 """
 
 from celery import current_app
 from django.db import transaction
 
 REALTIME_TASK = "segments.realtime_evaluate"
+RESOLVE_TASK = "profiles.identity_resolve_pending"
+
+
+def _send_on_commit(name: str, kwargs: dict) -> bool:
+    if name not in current_app.tasks:
+        return False
+    transaction.on_commit(lambda: current_app.send_task(name, kwargs=kwargs))
+    return True
+
+
+def events_ingested(*, source_id: int, count: int) -> bool:
+    """After commit, ask identity resolution to attach newly stored events to profiles.
+
+    The resolver claims every unresolved event (partial index `profiles_event_unresolved`),
+    so one notification per request is enough and duplicates are harmless.
+    """
+    if count <= 0:
+        return False
+    return _send_on_commit(RESOLVE_TASK, {"source_id": source_id})
 
 
 def profiles_changed(*, profile_ids, event_names=(), trait_names=()) -> bool:
@@ -18,8 +39,7 @@ def profiles_changed(*, profile_ids, event_names=(), trait_names=()) -> bool:
     Include absorbed profiles of a merge and new profiles of an un-merge in `profile_ids`.
     """
     ids = sorted({str(profile_id) for profile_id in profile_ids})
-    if not ids or REALTIME_TASK not in current_app.tasks:
+    if not ids:
         return False
-    kwargs = {"profile_ids": ids, "event_names": sorted(set(event_names)), "trait_names": sorted(set(trait_names))}
-    transaction.on_commit(lambda: current_app.send_task(REALTIME_TASK, kwargs=kwargs))
-    return True
+    return _send_on_commit(REALTIME_TASK, {"profile_ids": ids, "event_names": sorted(set(event_names)),
+                                           "trait_names": sorted(set(trait_names))})
