@@ -20,6 +20,23 @@ from django.db import models
 
 from cdp.fields import EncryptedTextField
 
+
+class AppendOnlyError(RuntimeError):
+    """A change to an append-only table was attempted through the ORM."""
+
+
+class AppendOnlyQuerySet(models.QuerySet):
+    """The app-side half of the append-only rule (the database trigger is the other half)."""
+
+    def update(self, **kwargs):
+        raise AppendOnlyError(f"{self.model.__name__} is append-only: write a new record instead")
+
+    def delete(self):
+        raise AppendOnlyError(f"{self.model.__name__} is append-only: rows are never deleted")
+
+    _raw_delete = delete
+
+
 SUBJECT_KINDS = [
     ("anonymous_id", "Anonymous id"),
     ("user_id", "User id"),
@@ -73,6 +90,8 @@ class NoticeVersion(models.Model):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.DO_NOTHING,
                                    db_constraint=False, related_name="+")
 
+    objects = AppendOnlyQuerySet.as_manager()
+
     class Meta:
         ordering = ["key", "-created_at"]
         constraints = [models.UniqueConstraint(fields=["key", "version", "language"], name="notice_version_uniq")]
@@ -83,6 +102,15 @@ class NoticeVersion(models.Model):
     @staticmethod
     def digest(text: str) -> str:
         return hashlib.sha256(text.encode()).hexdigest()
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise AppendOnlyError("a notice version is immutable: create a new version")
+        self.text_sha256 = self.digest(self.text)
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AppendOnlyError("notice versions are never deleted")
 
 
 class ConsentRecord(models.Model):
@@ -135,6 +163,8 @@ class ConsentRecord(models.Model):
     tcf = models.JSONField(null=True, blank=True, help_text="Decoded TC string (purposes, vendors, metadata)")
     details = models.JSONField(default=dict, blank=True, help_text="e.g. CMP categories, merge conflict")
 
+    objects = AppendOnlyQuerySet.as_manager()
+
     class Meta:
         ordering = ["-sequence"]
         indexes = [
@@ -145,6 +175,12 @@ class ConsentRecord(models.Model):
 
     def __str__(self):
         return f"#{self.sequence} {'granted' if self.granted else 'withdrawn'}"
+
+    def save(self, *args, **kwargs):
+        raise AppendOnlyError("consent records are appended by consent.services.ledger.ledger_append only")
+
+    def delete(self, *args, **kwargs):
+        raise AppendOnlyError("consent records are never deleted")
 
 
 class SubjectConsent(models.Model):

@@ -31,7 +31,7 @@ class _Bits:
         if not segment:
             raise TCStringError("empty segment")
         try:
-            raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+            raw = base64.b64decode(segment + "=" * (-len(segment) % 4), altchars=b"-_", validate=True)
         except (binascii.Error, ValueError):
             raise TCStringError("segment is not base64url") from None
         self.value = int.from_bytes(raw, "big")
