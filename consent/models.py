@@ -99,10 +99,6 @@ class NoticeVersion(models.Model):
     def __str__(self):
         return f"{self.key} v{self.version} ({self.language})"
 
-    @staticmethod
-    def digest(text: str) -> str:
-        return hashlib.sha256(text.encode()).hexdigest()
-
     def save(self, *args, **kwargs):
         if not self._state.adding:
             raise AppendOnlyError("a notice version is immutable: create a new version")
@@ -111,6 +107,10 @@ class NoticeVersion(models.Model):
 
     def delete(self, *args, **kwargs):
         raise AppendOnlyError("notice versions are never deleted")
+
+    @staticmethod
+    def digest(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()
 
 
 class ConsentRecord(models.Model):
