@@ -167,13 +167,13 @@ def field_hash(path: Sequence[str], value) -> str:
     return "h:" + crypto.keyed_hash_hex("field:" + ".".join(path), text)
 
 
-def _without(node: dict, path: Sequence[str], action: str) -> dict:
-    """A copy of `node` with the field at `path` dropped or hashed (only the path is copied)."""
-    head = path[0]
+def _without(node: dict, path: Sequence[str], action: str, depth: int = 0) -> dict:
+    """A copy of `node` with the field at `path[depth:]` dropped or hashed (only the path is copied)."""
+    head = path[depth]
     if head not in node:
         return node
     copy = dict(node)
-    if len(path) == 1:
+    if depth == len(path) - 1:
         if action == MinimisationRule.Action.HASH:
             copy[head] = field_hash(path, node[head])
         else:
@@ -182,7 +182,7 @@ def _without(node: dict, path: Sequence[str], action: str) -> dict:
     child = node[head]
     if not isinstance(child, dict):
         return node
-    copy[head] = _without(child, path[1:], action)
+    copy[head] = _without(child, path, action, depth + 1)
     return copy
 
 

@@ -57,6 +57,15 @@ def _reference_data(request):
         reference_data_ensure()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_consent_configuration():
+    """Purposes, CMP mappings and minimisation rules are cached in-process for a few seconds;
+    each test starts from what its database holds."""
+    from consent import reference
+
+    reference.cache_clear()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _fast_password_hashing():
     """Tests create many users; the production hasher's cost is not what they test."""
