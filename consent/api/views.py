@@ -10,7 +10,8 @@ from django.db import transaction
 from django.shortcuts import get_object_or_404
 from rest_framework import generics, status
 from rest_framework.authentication import SessionAuthentication
-from rest_framework.exceptions import NotAuthenticated, PermissionDenied, ValidationError
+from rest_framework.exceptions import NotAuthenticated, ParseError, PermissionDenied, ValidationError
+from rest_framework.parsers import BaseParser
 from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -38,10 +39,32 @@ def _error(code: str, message: str, status_code=400, **extra) -> Response:
     return Response({"success": False, "code": code, "message": message, **extra}, status=status_code)
 
 
+class AnyContentTypeJSONParser(BaseParser):
+    """JSON whatever the Content-Type says (CMP scripts send text/plain to avoid a preflight,
+    as Segment's analytics.js does), with a size limit."""
+
+    media_type = "*/*"
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        request = parser_context["request"]
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+        if length > MAX_BODY:
+            raise ParseError(f"body larger than {MAX_BODY // 1024} KB")
+        raw = stream.read(MAX_BODY + 1) if stream is not None else b""
+        if len(raw) > MAX_BODY:
+            raise ParseError(f"body larger than {MAX_BODY // 1024} KB")
+        try:
+            return orjson.loads(raw or b"{}")
+        except orjson.JSONDecodeError:
+            raise ParseError("body is not valid JSON") from None
+
+
 class WriteKeyOrStaff(BasePermission):
-    """A write key, or a signed-in user allowed to record consent."""
+    """A write key, or a signed-in user allowed to record consent (CORS preflights pass)."""
 
     def has_permission(self, request, view):
+        if request.method == "OPTIONS":
+            return True
         if request.auth is not None and not isinstance(request.successful_authenticator, SessionAuthentication):
             return True
         if not request.user.is_authenticated:
@@ -64,6 +87,7 @@ def _allowed_origin(request, source_id: int | None) -> str:
 class ConsentApiView(APIView):
     authentication_classes = [WriteKeyAuthentication, SessionAuthentication]
     permission_classes = [WriteKeyOrStaff]
+    parser_classes = [AnyContentTypeJSONParser]
 
     def options(self, request, *args, **kwargs):
         """CORS preflight for CMPs posting from a source's allowed origin."""
@@ -87,12 +111,7 @@ class ConsentApiView(APIView):
         return response
 
     def body(self, request):
-        if len(request.body) > MAX_BODY:
-            raise ValidationError({"body": f"body larger than {MAX_BODY // 1024} KB"})
-        try:
-            data = orjson.loads(request.body or b"{}")  # any Content-Type, like Segment's endpoints
-        except orjson.JSONDecodeError:
-            raise ValidationError({"body": "body is not valid JSON"}) from None
+        data = request.data
         if not isinstance(data, dict):
             raise ValidationError({"body": "body must be a JSON object"})
         return data
