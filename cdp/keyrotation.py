@@ -35,7 +35,6 @@ class ColumnResult:
 class RotationResult:
     key_id: str
     columns: list[ColumnResult] = field(default_factory=list)
-    files: int = 0
 
     @property
     def failed(self) -> int:
@@ -99,23 +98,28 @@ def _lowest(model):
     return -(2 ** 63) if "Integer" in internal or "AutoField" in internal else ""
 
 
-def _rotate_files(active: str, dry_run: bool) -> int:
+def _rotate_files(active: str, dry_run: bool) -> ColumnResult:
     from consent.models import DataSubjectRequest
 
-    count = 0
-    for request in DataSubjectRequest.objects.exclude(result_file=""):
-        if not default_storage.exists(request.result_file):
+    result = ColumnResult("access-request files")
+    # values_list: loading the model would decrypt its encrypted fields, which may not open yet.
+    for name in DataSubjectRequest.objects.exclude(result_file="").values_list("result_file", flat=True):
+        if not default_storage.exists(name):
             continue
-        with default_storage.open(request.result_file, "rb") as handle:
+        with default_storage.open(name, "rb") as handle:
             blob = handle.read()
         if crypto.key_id_of_bytes(blob) == active:
             continue
-        if not dry_run:
+        try:
             sealed = crypto.encrypt_bytes(crypto.decrypt_bytes(blob))
-            default_storage.delete(request.result_file)
-            default_storage.save(request.result_file, ContentFile(sealed))
-        count += 1
-    return count
+        except crypto.DecryptionError:
+            result.failed += 1
+            continue
+        if not dry_run:
+            default_storage.delete(name)
+            default_storage.save(name, ContentFile(sealed))
+        result.reencrypted += 1
+    return result
 
 
 def encryption_key_rotate(*, batch_size: int = 1000, dry_run: bool = False, progress=None) -> RotationResult:
@@ -127,8 +131,11 @@ def encryption_key_rotate(*, batch_size: int = 1000, dry_run: bool = False, prog
         result.columns.append(column_result)
         if progress:
             progress(column_result)
-    result.files = _rotate_files(active, dry_run)
+    files = _rotate_files(active, dry_run)
+    result.columns.append(files)
+    if progress:
+        progress(files)
     logger.info("encryption key rotation", extra={"key_id": active, "values": sum(c.reencrypted for c in
                                                                                   result.columns),
-                                                  "failed": result.failed, "files": result.files})
+                                                  "failed": result.failed})
     return result

@@ -22,7 +22,6 @@ class Command(BaseCommand):
 
         self.stdout.write(f"Re-encrypting under key {'(dry run) ' if dry_run else ''}…")
         result = encryption_key_rotate(batch_size=batch_size, dry_run=dry_run, progress=progress)
-        self.stdout.write(f"  access-request files: {result.files:,} re-encrypted")
         if result.failed:
             raise CommandError(f"{result.failed:,} values could not be decrypted with any configured key; "
                                "keep the old keys until they are resolved")
