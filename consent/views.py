@@ -136,7 +136,7 @@ def person_consent(request):
     query = request.GET.get("q", "").strip()
     kind = request.GET.get("kind", "")
     found, used_kind = _person_context(query, kind)
-    form = forms.PersonConsentForm(request.POST or None)
+    form = forms.PersonConsentForm(request.POST if request.method == "POST" else None)
     if found and request.method == "POST" and form.is_valid():
         subject = (inputs.subject_for_profile(found.primary_profile_id) if found.primary_profile_id
                    else inputs.Subject(found.identifiers[0][0], found.identifiers[0][2]))
@@ -166,7 +166,7 @@ def person_consent(request):
 @login_required
 @permission_required("consent.manage_mappings", raise_exception=True)
 def mapping_list(request):
-    form = forms.MappingForm(request.POST or None)
+    form = forms.MappingForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         mapping = form.save()
         reference.cache_clear()
@@ -195,7 +195,7 @@ def mapping_delete(request, pk: int):
 @login_required
 @permission_required("consent.manage_requests", raise_exception=True)
 def request_list(request):
-    form = forms.RequestCreateForm(request.POST or None)
+    form = forms.RequestCreateForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         try:
             created = requests.dsr_create(type=form.cleaned_data["type"],
