@@ -16,7 +16,15 @@ from consent.services.requests import RECTIFIABLE_FIELDS
 KIND_CHOICES = [("", "any identifier")] + SUBJECT_KINDS
 
 
-class LedgerFilterForm(forms.Form):
+class _Labels:
+    """Labels without Django's trailing colon (the screens put labels above their fields)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("label_suffix", "")
+        super().__init__(*args, **kwargs)
+
+
+class LedgerFilterForm(_Labels, forms.Form):
     q = forms.CharField(required=False, label="Person", max_length=200,
                         widget=forms.TextInput(attrs={"placeholder": "Email, phone, user id, anonymous id, CRM id "
                                                                      "or profile id", "type": "search"}))
@@ -41,7 +49,7 @@ class LedgerFilterForm(forms.Form):
                 "date_to": data["date_to"].isoformat() if data.get("date_to") else ""}
 
 
-class AuditFilterForm(forms.Form):
+class AuditFilterForm(_Labels, forms.Form):
     actor = forms.CharField(required=False, max_length=150, label="Staff user")
     action = forms.CharField(required=False, max_length=60, label="Action",
                              widget=forms.TextInput(attrs={"placeholder": "e.g. profile.viewed or dsr."}))
@@ -58,7 +66,7 @@ class AuditFilterForm(forms.Form):
                 "date_to": data["date_to"].isoformat() if data.get("date_to") else ""}
 
 
-class RequestCreateForm(forms.Form):
+class RequestCreateForm(_Labels, forms.Form):
     type = forms.ChoiceField(choices=DataSubjectRequest.Type.choices, label="Request")
     identifier_kind = forms.ChoiceField(choices=SUBJECT_KINDS, initial="email", label="Identified by")
     identifier = forms.CharField(max_length=200, label="Identifier")
@@ -66,16 +74,17 @@ class RequestCreateForm(forms.Form):
                            widget=forms.Textarea(attrs={"rows": 2}))
 
 
-class RejectForm(forms.Form):
+class RejectForm(_Labels, forms.Form):
     reason = forms.CharField(max_length=300, label="Reason", widget=forms.TextInput())
 
 
-class ConfirmForm(forms.Form):
+class ConfirmForm(_Labels, forms.Form):
     confirm = forms.CharField(max_length=20, label="Type the request reference to confirm")
 
     def __init__(self, *args, reference: str, **kwargs):
         super().__init__(*args, **kwargs)
         self.reference = reference
+        self.fields["confirm"].label = f"Type {reference} to confirm"
 
     def clean_confirm(self):
         if self.cleaned_data["confirm"].strip().upper() != self.reference:
@@ -83,7 +92,7 @@ class ConfirmForm(forms.Form):
         return self.cleaned_data["confirm"]
 
 
-class RectifyForm(forms.Form):
+class RectifyForm(_Labels, forms.Form):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         for name in RECTIFIABLE_FIELDS:
@@ -94,7 +103,7 @@ class RectifyForm(forms.Form):
 DECISION_CHOICES = [("", "leave as is"), ("grant", "grant"), ("withdraw", "withdraw")]
 
 
-class PersonConsentForm(forms.Form):
+class PersonConsentForm(_Labels, forms.Form):
     """Staff record a person's decision (e.g. given by phone or letter)."""
 
     notice = forms.ModelChoiceField(queryset=NoticeVersion.objects.all(), required=False,
@@ -119,7 +128,7 @@ class PersonConsentForm(forms.Form):
         return data
 
 
-class MappingForm(forms.ModelForm):
+class MappingForm(_Labels, forms.ModelForm):
     class Meta:
         model = CmpCategoryMapping
         fields = ["cmp", "category", "purpose"]
