@@ -191,7 +191,8 @@ class SubjectConsent(models.Model):
     purpose = models.ForeignKey(Purpose, on_delete=models.CASCADE, related_name="+")
     granted = models.BooleanField()
     decided_at = models.DateTimeField()
-    record = models.ForeignKey(ConsentRecord, on_delete=models.DO_NOTHING, related_name="+")
+    # No constraint: ledger rows are never deleted (trigger), and bulk appends skip the RI checks.
+    record = models.ForeignKey(ConsentRecord, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -226,7 +227,7 @@ class ProfileConsent(models.Model):
     purpose = models.ForeignKey(Purpose, on_delete=models.CASCADE, related_name="+")
     granted = models.BooleanField()
     decided_at = models.DateTimeField()
-    record = models.ForeignKey(ConsentRecord, on_delete=models.DO_NOTHING, related_name="+")
+    record = models.ForeignKey(ConsentRecord, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
     conflict = models.BooleanField(default=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -298,7 +299,7 @@ class SuppressionEntry(models.Model):
     created_at = models.DateTimeField()
     lifted_at = models.DateTimeField(null=True, blank=True)
     lifted_by_record = models.ForeignKey(ConsentRecord, null=True, blank=True, on_delete=models.DO_NOTHING,
-                                         related_name="+")
+                                         db_constraint=False, related_name="+")
 
     class Meta:
         verbose_name_plural = "suppression entries"

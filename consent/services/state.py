@@ -117,18 +117,21 @@ def subjects_link_before_append(records) -> None:
     through profiles.Identity), folding decisions those subjects carried from before the link."""
     explicit = {(r.subject_kind, bytes(r.subject_hash)): r.link_profile_id for r in records if r.link_profile_id}
     others = {(r.subject_kind, bytes(r.subject_hash)) for r in records} - set(explicit)
-    pairs = [(kind, digest, profile_id) for (kind, digest), profile_id in explicit.items()]
+    pairs = _unlinked([(kind, digest, profile_id) for (kind, digest), profile_id in explicit.items()])
     if others:
         kinds, hashes = zip(*others, strict=True)
         with connection.cursor() as cursor:
-            # Index: identity_kind_value_uniq (kind, value_hash).
+            # Identities of these subjects not yet linked to their profile, in one statement.
+            # Indexes: identity_kind_value_uniq (kind, value_hash), subject_link_uniq.
             cursor.execute(
-                "SELECT i.kind, i.value_hash, i.profile_id FROM profiles_identity i "
-                "JOIN unnest(%s::text[], %s::bytea[]) AS s(kind, hash) ON i.kind = s.kind AND i.value_hash = s.hash",
+                "SELECT i.kind, i.value_hash, i.profile_id FROM unnest(%s::text[], %s::bytea[]) AS s(kind, hash) "
+                "JOIN profiles_identity i ON i.kind = s.kind AND i.value_hash = s.hash "
+                "LEFT JOIN consent_subjectlink l ON l.subject_hash = s.hash AND l.subject_kind = s.kind "
+                "WHERE l.profile_id IS DISTINCT FROM i.profile_id",
                 [list(kinds), list(hashes)])
             pairs.extend((kind, bytes(digest), profile_id) for kind, digest, profile_id in cursor.fetchall())
     if pairs:
-        _link_and_fold(pairs, reason="link")
+        _link_and_fold(pairs, reason="link", unlinked_only=True)
 
 
 def _unlinked(pairs) -> list[tuple[str, bytes, UUID]]:
@@ -171,8 +174,11 @@ def _profile_states(cursor, profile_ids) -> dict[tuple, list[State]]:
                    [[str(p) for p in profile_ids]])
 
 
-def _link_and_fold(pairs, *, reason: str, actor_id: int | None = None) -> list[FoldConflict]:
-    pairs = _unlinked(pairs)
+def _link_and_fold(pairs, *, reason: str, actor_id: int | None = None,
+                   unlinked_only: bool = False) -> list[FoldConflict]:
+    """Link (kind, hash, profile) pairs and fold their subjects' decisions into the profiles;
+    `unlinked_only`: the caller already left out pairs linked to that profile."""
+    pairs = pairs if unlinked_only else _unlinked(pairs)
     if not pairs:
         return []
     now = datetime.now(UTC)
