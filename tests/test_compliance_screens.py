@@ -165,3 +165,20 @@ def test_empty_states(client, users):
     assert "No requests." in client.get("/consent/requests/").content.decode()
     assert "No notice versions yet" in client.get("/consent/").content.decode()
     assert "Never verified." in client.get("/consent/verify/").content.decode()
+
+
+def test_a_persons_history_includes_decisions_of_profiles_merged_into_it(client, users):
+    from consent.services.state import consent_profiles_merge
+    from tests.consent_helpers import decide_for_profile
+
+    survivor = make_person(email="a@example.com")
+    absorbed = make_person(email="b@example.com")
+    decide_for_profile(survivor, {"personalization": True})
+    decide_for_profile(absorbed, {"personalization": False})
+    consent_profiles_merge(survivor_id=survivor.id, absorbed_ids=[absorbed.id])
+    client.force_login(users["cora"])
+    response = client.get("/consent/person/", {"q": "a@example.com"})
+    assert [(r.sequence, r.granted) for r in response.context["history"]] == [(3, False), (2, False), (1, True)]
+    states = {s["purpose"]: (s["granted"], s["conflict"]) for s in response.context["states"]}
+    assert states["personalization"] == (False, True)
+    assert "merge conflict" in response.content.decode()

@@ -29,7 +29,7 @@ from psycopg import sql
 
 from cdp import crypto, hooks
 from cdp.pii import PiiLocation, registry
-from consent.models import DataSubjectRequest, ErasureReceipt, SuppressionEntry
+from consent.models import DataSubjectRequest, ErasureReceipt, SubjectLink, SuppressionEntry
 from consent.services.audit import audit_record
 from consent.services.state import PROFILE_SUBJECT, profile_subject_hash
 from profiles.identifiers import identity_hash, normalize
@@ -50,10 +50,13 @@ class Person:
 
     profile_ids: list[uuid.UUID] = field(default_factory=list)
     identifiers: list[tuple[str, str, bytes]] = field(default_factory=list)
+    # Subjects whose consent was folded into the person's profiles (consent.SubjectLink), e.g.
+    # identifiers of a profile merged away.
+    linked_subjects: list[tuple[str, bytes]] = field(default_factory=list)
 
     @property
     def hashes(self) -> list[tuple[str, bytes]]:
-        pairs = {(kind, digest) for kind, _, digest in self.identifiers}
+        pairs = {(kind, digest) for kind, _, digest in self.identifiers} | set(self.linked_subjects)
         pairs |= {(PROFILE_SUBJECT, profile_subject_hash(p)) for p in self.profile_ids}
         return sorted(pairs)
 
@@ -95,7 +98,9 @@ def _person_of_profile(profile: Profile) -> Person:
     for identity in Identity.objects.filter(profile_id__in=ids).order_by("kind", "id"):
         value = crypto.decrypt(identity.value) if identity.kind in Identity.PERSONAL_KINDS else identity.value
         identifiers.append((identity.kind, value, bytes(identity.value_hash)))
-    return Person(ids, identifiers)
+    linked = [(kind, bytes(digest)) for kind, digest in SubjectLink.objects.filter(profile_id__in=ids)
+              .values_list("subject_kind", "subject_hash")]
+    return Person(ids, identifiers, linked)
 
 
 # -- locating the person's rows ----------------------------------------------------------------
