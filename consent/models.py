@@ -394,7 +394,8 @@ class ErasureReceipt(models.Model):
 
 
 class RetentionRule(models.Model):
-    """How long one kind of data is kept; enforced daily by `retention_enforce_task`."""
+    """How long one kind of data is kept; enforced daily by `retention_enforce_task` (which also
+    deletes access exports older than CDP_DSR_FILE_DAYS, rule or not)."""
 
     class Target(models.TextChoices):
         EVENTS = "events", "Events (profiles.Event)"
@@ -402,7 +403,6 @@ class RetentionRule(models.Model):
         TRANSACTIONS = "transactions", "Transactions (profiles.Transaction)"
         INACTIVE_PROFILES = "inactive_profiles", "Profiles not seen for the period"
         AUDIT_ENTRIES = "audit_entries", "Audit log entries"
-        REQUEST_FILES = "request_files", "Access-request result files"
 
     class Action(models.TextChoices):
         DELETE = "delete", "Delete"

@@ -10,6 +10,7 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
+from django.utils.functional import cached_property
 from django.views.decorators.http import require_POST
 from rules.contrib.views import permission_required
 
@@ -30,6 +31,18 @@ PAGE_SIZE = 50
 EXPORT_LIMIT = 1_000_000
 
 
+class _KnownCountPaginator(Paginator):
+    """The unfiltered ledger's size is its head sequence (gapless): no count(*) over millions."""
+
+    def __init__(self, *args, known_count: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._known_count = known_count
+
+    @cached_property
+    def count(self):
+        return self._known_count if self._known_count is not None else super().count
+
+
 def _querystring(request, drop=("page",)) -> str:
     return urlencode([(k, v) for k, v in request.GET.items() if k not in drop and v])
 
@@ -39,7 +52,7 @@ def _querystring(request, drop=("page",)) -> str:
 def consent_home(request):
     context = {"overview": selectors.consent_overview(), "notices": NoticeVersion.objects.order_by("key", "-id")[:20],
                "open_requests": selectors.request_queryset(open_only=True).count(),
-               "records": ConsentRecord.objects.count()}
+               "records": ledger.ledger_head()[0]}
     return render(request, "consent/home.html", context)
 
 
@@ -50,7 +63,10 @@ def consent_home(request):
 def ledger_list(request):
     form = forms.LedgerFilterForm(request.GET or None)
     filters = form.filters()
-    page = Paginator(selectors.ledger_queryset(**filters), PAGE_SIZE).get_page(request.GET.get("page"))
+    unfiltered = not any(filters.values())
+    page = _KnownCountPaginator(selectors.ledger_queryset(**filters), PAGE_SIZE,
+                                known_count=ledger.ledger_head()[0] if unfiltered else None).get_page(
+        request.GET.get("page"))
     if filters["query"]:
         audit_record(actor=request.user, action="consent.ledger_searched", object_type="ledger",
                      details={"matches": page.paginator.count, "purpose": filters["purpose"]})

@@ -75,15 +75,11 @@ def _inactive_profiles(rule: RetentionRule, cutoff, batch: int) -> int:
 
 def retention_rule_run(*, rule: RetentionRule, max_batches: int = 20, now=None) -> RuleRun:
     """Apply one rule for at most `max_batches` batches; `finished` False means more is left."""
-    from consent.services.requests import dsr_files_expire
-
     now = now or timezone.now()
     cutoff = now - timedelta(days=rule.days)
     batch = settings.CDP_RETENTION_BATCH
     run = RuleRun(rule.pk)
-    if rule.target == RetentionRule.Target.REQUEST_FILES:
-        run.deleted = dsr_files_expire(now=now)
-    elif rule.target == RetentionRule.Target.INACTIVE_PROFILES:
+    if rule.target == RetentionRule.Target.INACTIVE_PROFILES:
         for _ in range(max_batches):
             done = _inactive_profiles(rule, cutoff, min(batch, 200))
             run.profiles += done
@@ -108,7 +104,13 @@ def retention_rule_run(*, rule: RetentionRule, max_batches: int = 20, now=None) 
 
 
 def retention_enforce(*, max_batches: int = 20) -> list[RuleRun]:
-    """Run every active rule once (bounded); the task re-enqueues itself if any is unfinished."""
+    """Delete expired access exports, then run every active rule once (bounded); the task
+    re-enqueues itself if any rule is unfinished."""
+    from consent.services.requests import dsr_files_expire
+
+    expired = dsr_files_expire()
+    if expired:
+        logger.info("access exports expired", extra={"files": expired})
     return [retention_rule_run(rule=rule, max_batches=max_batches)
             for rule in RetentionRule.objects.filter(is_active=True).order_by("id")]
 
