@@ -197,7 +197,7 @@ def _message(preferences, **extra):
 
 def test_segment_consent_context_records_only_changes(db):
     first = inputs.consent_from_segment_messages(messages=[
-        _message({"Analytics": True, "Advertising": False, "Strictly necessary": True}),
+        _message({"Analytics": True, "Advertising": False, "Strictly necessary": True, "Functional": "false"}),
         _message({"Analytics": True, "Advertising": False}, userId="u-s"),
         {"type": "track", "event": "no consent context"}, "not even a dict",
     ])

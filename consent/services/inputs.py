@@ -261,7 +261,11 @@ def consent_from_segment_messages(*, messages: list[dict], source_key_id: int | 
         preferences = consent.get("categoryPreferences") if isinstance(consent, dict) else None
         if not isinstance(preferences, dict) or not preferences:
             continue
-        decisions, missing = reference.map_categories("segment", {k: bool(v) for k, v in preferences.items()})
+        # Only real booleans count: a string "false" must not read as consent.
+        preferences = {k: v for k, v in preferences.items() if isinstance(v, bool)}
+        if not preferences:
+            continue
+        decisions, missing = reference.map_categories("segment", preferences)
         unmapped.update(missing)
         for kind, key in (("user_id", "userId"), ("anonymous_id", "anonymousId")):
             try:
@@ -280,14 +284,14 @@ def consent_from_segment_messages(*, messages: list[dict], source_key_id: int | 
         page = context.get("page") if isinstance(context.get("page"), dict) else {}
         evidence = evidence_from(page_url=page.get("url", ""), user_agent=context.get("userAgent", "") or "",
                                  ip=context.get("ip"))
-        preferences = context["consent"]["categoryPreferences"]
+        preferences = {k: v for k, v in context["consent"]["categoryPreferences"].items() if isinstance(v, bool)}
         records.append(ledger.RecordInput(
             subject_kind=kind, subject_hash=digest, purpose_id=purpose_id, granted=granted,
-            source=ConsentRecord.Source.WEB_BANNER, method=method_for(bool(v) for v in preferences.values()),
+            source=ConsentRecord.Source.WEB_BANNER, method=method_for(preferences.values()),
             client_timestamp=_parse_timestamp(message.get("timestamp") or message.get("originalTimestamp")),
             page_url=evidence.page_url, user_agent=evidence.user_agent, ip_hash=evidence.ip_hash,
             actor_key_id=source_key_id,
-            details={"categories": {str(k)[:120]: bool(v) for k, v in preferences.items()},
+            details={"categories": {str(k)[:120]: v for k, v in preferences.items()},
                      "message_id": str(message.get("messageId", ""))[:100]}))
     ledger.ledger_append(records)
     result.recorded = len(records)
