@@ -47,4 +47,7 @@ def demo_data_load_if_empty(*, out) -> bool:
     counts = result.counts
     out.write(f"• Demo data loaded in {result.seconds:.0f} s: {counts['profiles']:,} profiles, "
               f"{counts['events']:,} events, {counts['transactions']:,} transactions\n")
+    from consent.demo import demo_consent_generate
+
+    out.write(f"• Demo consent: {demo_consent_generate():,} ledger records\n")
     return True

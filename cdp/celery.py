@@ -26,4 +26,14 @@ app.conf.beat_schedule = {
         "task": "profiles.tasks.event_partitions_ensure_task",
         "schedule": crontab(minute=7, hour="*/6"),
     },
+    # Consent: the daily signed head hash of the ledger (detects a truncated tail), retention
+    # rules, and expiry of access-request files.
+    "consent-ledger-head-export": {
+        "task": "consent.tasks.ledger_head_export_task",
+        "schedule": crontab(minute=5, hour=0),
+    },
+    "consent-retention": {
+        "task": "consent.tasks.retention_enforce_task",
+        "schedule": crontab(minute=30, hour=2),
+    },
 }

@@ -98,3 +98,29 @@ def keyed_hash(kind: str, normalized_value: str) -> bytes:
 
 def keyed_hash_hex(kind: str, normalized_value: str) -> str:
     return keyed_hash(kind, normalized_value).hex()
+
+
+# Files (data-subject access exports) are sealed the same way: `e1.<key id>.` + nonce + ciphertext.
+def encrypt_bytes(data: bytes) -> bytes:
+    kid, ring = _keyring(settings.CDP_ENCRYPTION_KEYS)
+    nonce = os.urandom(12)
+    return f"{PREFIX}.{kid}.".encode() + nonce + ring[kid].encrypt(nonce, data, kid.encode())
+
+
+def decrypt_bytes(blob: bytes) -> bytes:
+    prefix, _, rest = blob.partition(b".")
+    kid_bytes, _, body = rest.partition(b".")
+    kid = kid_bytes.decode(errors="replace")
+    if prefix != PREFIX.encode() or len(body) < 13:
+        raise DecryptionError("not an encrypted file")
+    ring = _keyring(settings.CDP_ENCRYPTION_KEYS)[1]
+    if kid not in ring:
+        raise DecryptionError(f"encryption key {kid!r} is not configured")
+    try:
+        return ring[kid].decrypt(body[:12], body[12:], kid.encode())
+    except Exception as exc:
+        raise DecryptionError("file failed authentication") from exc
+
+
+def key_id_of_bytes(blob: bytes) -> str:
+    return blob.split(b".", 2)[1].decode(errors="replace")

@@ -4,6 +4,11 @@ Every app declares its locations in `<app>/pii.py` as `LOCATIONS = [PiiLocation(
 Erasure, anonymisation, access exports and the "nothing of the person remains" test walk this
 registry, so a new model holding personal data MUST be declared here (a test checks that every
 model of the project is either declared or explicitly listed as holding none).
+
+Encrypted columns: every `cdp.fields.EncryptedTextField` is found automatically by
+`manage.py rotate_encryption_key`; a plain text column that holds ciphertext for some rows
+(profiles.Identity.value for emails and phones) is declared in its app's pii.py as
+`ENCRYPTED_COLUMNS = [EncryptedColumn(...)]`.
 """
 
 from dataclasses import dataclass, field
@@ -21,6 +26,16 @@ class PiiLocation:
     fields: tuple[str, ...] = ()  # fields holding personal data (empty: the row as a whole is about the person)
     on_erasure: str = "delete"  # "delete" | "keep_hashed" (e.g. the consent ledger) | "cascade" (deleted with its parent)
     note: str = ""
+    # Rows found by the person's identifiers rather than a profile: (kind column, keyed-hash
+    # column), matched against HMAC(kind:value) of every identifier of the person.
+    hash_columns: tuple[str, str] | tuple[()] = ()
+
+
+@dataclass(frozen=True)
+class EncryptedColumn:
+    model: str  # "app_label.ModelName"
+    field: str
+    where: str = ""  # constant SQL condition selecting the encrypted rows, e.g. "kind IN ('email', 'phone')"
 
 
 @dataclass(frozen=True)
@@ -33,6 +48,7 @@ class NoPii:
 class Registry:
     locations: list[PiiLocation] = field(default_factory=list)
     no_pii: list[NoPii] = field(default_factory=list)
+    encrypted_columns: list[EncryptedColumn] = field(default_factory=list)
 
     def declared_models(self) -> set[str]:
         return {entry.model for entry in self.locations} | {entry.model for entry in self.no_pii}
@@ -47,6 +63,7 @@ def registry() -> Registry:
             continue
         result.locations.extend(getattr(module, "LOCATIONS", []))
         result.no_pii.extend(getattr(module, "NO_PII", []))
+        result.encrypted_columns.extend(getattr(module, "ENCRYPTED_COLUMNS", []))
     return result
 
 

@@ -237,3 +237,11 @@ CDP_DEFAULT_PHONE_REGION = env_str("CDP_DEFAULT_PHONE_REGION", "").upper() or No
 # Demo data loaded by `make run` into an empty database.
 CDP_DEMO_PROFILES = env_int("CDP_DEMO_PROFILES", 20000, minimum=0)
 CDP_DEMO_DAYS = env_int("CDP_DEMO_DAYS", 90, minimum=1)
+
+# --- Consent, privacy and data-subject requests (consent app; README "Configuration") ---------
+# Daily signed head hashes of the consent ledger go here; in production point it at storage the
+# database's administrators cannot rewrite (a separate volume, a write-once bucket mount).
+CDP_CONSENT_HEAD_DIR = Path(env_str("CDP_CONSENT_HEAD_DIR", str(CDP_DATA_DIR / "consent-heads"))).resolve()
+CDP_DSR_DUE_DAYS = env_int("CDP_DSR_DUE_DAYS", 30, minimum=1)  # legal deadline of a request
+CDP_DSR_FILE_DAYS = env_int("CDP_DSR_FILE_DAYS", 30, minimum=1)  # access exports are deleted after
+CDP_RETENTION_BATCH = env_int("CDP_RETENTION_BATCH", 10000, minimum=100)  # rows per retention batch

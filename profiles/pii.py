@@ -1,6 +1,6 @@
 """Where the profiles app keeps personal data (see cdp/pii.py)."""
 
-from cdp.pii import NoPii, PiiLocation
+from cdp.pii import EncryptedColumn, NoPii, PiiLocation
 
 LOCATIONS = [
     PiiLocation("profiles.Profile", "id", ("first_name", "last_name", "birth_year", "age", "gender", "city",
@@ -20,3 +20,6 @@ NO_PII = [
     NoPii("profiles.SourceKey", "hashed API keys"),
     NoPii("profiles.Product", "catalogue"),
 ]
+# Identity.value is ciphertext for emails and phones only (EncryptedTextField columns are found
+# automatically by `manage.py rotate_encryption_key`).
+ENCRYPTED_COLUMNS = [EncryptedColumn("profiles.Identity", "value", "kind IN ('email', 'phone')")]

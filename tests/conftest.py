@@ -27,6 +27,20 @@ CAST = {
 }
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """The consent ledger refuses TRUNCATE (a trigger) unless `cdp.allow_ledger_truncate` is on;
+    Django flushes tables after tests that commit, so the throw-away test database allows it.
+    Set as the database default for new connections and on the current one."""
+    from django.db import connection
+    from psycopg import sql
+
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(sql.SQL("ALTER DATABASE {} SET cdp.allow_ledger_truncate = 'on'").format(
+            sql.Identifier(connection.settings_dict["NAME"])).as_string(cursor.connection))
+        cursor.execute("SET cdp.allow_ledger_truncate = 'on'")
+
+
 @pytest.fixture(autouse=True)
 def _reference_data(request):
     """Tests that commit (live server, real worker) end by flushing every table, which also
@@ -41,6 +55,15 @@ def _reference_data(request):
         from cdp.reference_data import reference_data_ensure
 
         reference_data_ensure()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_consent_configuration():
+    """Purposes, CMP mappings and minimisation rules are cached in-process for a few seconds;
+    each test starts from what its database holds."""
+    from consent import reference
+
+    reference.cache_clear()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,0 +1,205 @@
+"""The enforcement API: the checks other apps call before they use personal data.
+
+Every check fails closed: no decision recorded, an unknown purpose, an unknown profile — not
+allowed. Reads only look at the current-consent tables (consent_profileconsent,
+consent_subjectconsent, consent_subjectlink), never at the ledger.
+
+- `profiles_allowed(profile_ids=..., purpose=...)`      which of N profiles may be used (one query)
+- `consent_condition(profile_column=..., purposes=...)` a psycopg.sql condition to AND into a
+  segment query (lookups, exports, recomputes)
+- `identifier_sets_allowed(...)`                        consent of messages' identifiers (ingestion,
+  before a profile may exist)
+- `message_minimise(message, granted_purposes=...)`     field-level minimisation of a message
+- `suppressed_identifiers(identifiers=...)`             erased people a later event / import must
+  not recreate
+- merges: `consent.services.state.consent_profiles_merge` (a write, so it lives with the services)
+"""
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from uuid import UUID
+
+import orjson
+from django.db import connection
+from psycopg import sql
+
+from cdp import crypto
+from consent import reference
+from consent.models import MinimisationRule
+
+
+def _purpose_id_or_none(purpose: str) -> int | None:
+    info = reference.purposes().get(purpose)
+    return info.id if info is not None and info.is_active else None
+
+
+def profiles_allowed(*, profile_ids: Iterable, purpose: str) -> set[UUID]:
+    """The profiles among `profile_ids` with `purpose` granted now (one index probe each)."""
+    purpose_id = _purpose_id_or_none(purpose)
+    ids = [str(p) for p in profile_ids]
+    if purpose_id is None or not ids:
+        return set()
+    with connection.cursor() as cursor:
+        # Index: profile_consent_purpose_idx (purpose_id, profile_id) WHERE granted.
+        cursor.execute("SELECT profile_id FROM consent_profileconsent "
+                       "WHERE purpose_id = %s AND granted AND profile_id = ANY(%s::uuid[])", [purpose_id, ids])
+        return {row[0] for row in cursor.fetchall()}
+
+
+def profile_purposes(*, profile_id) -> dict[str, bool]:
+    """Every active purpose -> granted now, for one profile (missing decisions are False)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT purpose_id, granted FROM consent_profileconsent WHERE profile_id = %s",
+                       [str(profile_id)])
+        granted = dict(cursor.fetchall())
+    return {key: bool(granted.get(info.id)) for key, info in reference.purposes().items() if info.is_active}
+
+
+@dataclass(frozen=True)
+class SqlCondition:
+    """A boolean SQL expression with positional (%s) parameters, to AND into a query."""
+
+    sql: sql.Composable
+    params: tuple
+
+
+def consent_condition(*, profile_column: sql.Composable, purposes: Sequence[str]) -> SqlCondition:
+    """`profile_column` has every purpose in `purposes` granted now, e.g.
+
+        condition = consent_condition(profile_column=sql.Identifier("p", "id"), purposes=["personalization"])
+        query = sql.SQL("SELECT p.id FROM profiles_profile p WHERE {} AND {}").format(other.sql, condition.sql)
+        cursor.execute(query, other.params + condition.params)
+
+    An unknown or inactive purpose yields FALSE (fail closed); no purposes yields TRUE.
+    """
+    parts, params = [], []
+    for purpose in purposes:
+        purpose_id = _purpose_id_or_none(purpose)
+        if purpose_id is None:
+            return SqlCondition(sql.SQL("FALSE"), ())
+        # Index: profile_consent_purpose_idx (purpose_id, profile_id) WHERE granted.
+        parts.append(sql.SQL("EXISTS (SELECT 1 FROM consent_profileconsent cpc WHERE cpc.profile_id = {} "
+                             "AND cpc.purpose_id = %s AND cpc.granted)").format(profile_column))
+        params.append(purpose_id)
+    if not parts:
+        return SqlCondition(sql.SQL("TRUE"), ())
+    return SqlCondition(sql.SQL("({})").format(sql.SQL(" AND ").join(parts)), tuple(params))
+
+
+_IDENTIFIER_STATES = """
+WITH s(idx, kind, hash) AS (SELECT * FROM unnest(%(idx)s::int[], %(kinds)s::text[], %(hashes)s::bytea[])),
+profiles AS (
+    SELECT s.idx, l.profile_id FROM s
+    JOIN consent_subjectlink l ON l.subject_hash = s.hash AND l.subject_kind = s.kind
+    UNION
+    SELECT s.idx, i.profile_id FROM s JOIN profiles_identity i ON i.kind = s.kind AND i.value_hash = s.hash
+)
+SELECT p.idx, pc.granted FROM profiles p
+JOIN consent_profileconsent pc ON pc.profile_id = p.profile_id AND pc.purpose_id = %(purpose)s
+UNION ALL
+SELECT s.idx, c.granted FROM s
+JOIN consent_subjectconsent c ON c.subject_hash = s.hash AND c.subject_kind = s.kind AND c.purpose_id = %(purpose)s
+WHERE NOT EXISTS (SELECT 1 FROM consent_subjectlink l WHERE l.subject_hash = s.hash AND l.subject_kind = s.kind)
+"""
+
+
+def identifier_sets_allowed(*, identifier_sets: Sequence[Sequence[tuple[str, bytes]]], purpose: str) -> list[bool]:
+    """For each set of (kind, keyed hash) identifiers (e.g. one message's anonymousId and userId):
+    is `purpose` granted? Decisions of the profiles the identifiers belong to count, and of
+    identifiers not yet linked to a profile; any withdrawal wins; nothing known is False."""
+    purpose_id = _purpose_id_or_none(purpose)
+    result = [False] * len(identifier_sets)
+    flat = [(index, kind, bytes(digest)) for index, identifiers in enumerate(identifier_sets)
+            for kind, digest in identifiers]
+    if purpose_id is None or not flat:
+        return result
+    indexes, kinds, hashes = (list(column) for column in zip(*flat, strict=True))
+    states: dict[int, set[bool]] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(_IDENTIFIER_STATES, {"idx": indexes, "kinds": kinds, "hashes": hashes, "purpose": purpose_id})
+        for index, granted in cursor.fetchall():
+            states.setdefault(index, set()).add(granted)
+    for index, values in states.items():
+        result[index] = values == {True}
+    return result
+
+
+def suppressed_identifiers(*, identifiers: Iterable[tuple[str, bytes]]) -> set[tuple[str, bytes]]:
+    """The (kind, keyed hash) pairs that belong to erased people and were not lifted by new consent."""
+    pairs = {(kind, bytes(digest)) for kind, digest in identifiers}
+    if not pairs:
+        return set()
+    kinds, hashes = zip(*pairs, strict=True)
+    with connection.cursor() as cursor:
+        # Index: suppression_uniq (value_hash, kind).
+        cursor.execute("SELECT s.kind, s.value_hash FROM consent_suppressionentry s "
+                       "JOIN unnest(%s::text[], %s::bytea[]) AS q(kind, hash) ON s.value_hash = q.hash "
+                       "AND s.kind = q.kind WHERE s.lifted_at IS NULL", [list(kinds), list(hashes)])
+        return {(kind, bytes(digest)) for kind, digest in cursor.fetchall()}
+
+
+# -- field-level minimisation ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _CompiledRule:
+    event_name: str
+    path: tuple[str, ...]
+    action: str
+    purpose: str
+
+
+def _compiled_rules() -> dict[str, tuple[_CompiledRule, ...]]:
+    def load():
+        keys = reference.purpose_keys_by_id()
+        compiled: dict[str, list[_CompiledRule]] = {}
+        for rule in MinimisationRule.objects.filter(is_active=True).order_by("id"):
+            path = tuple(part for part in rule.field_path.split(".") if part)
+            if path:
+                compiled.setdefault(rule.event_type or "*", []).append(
+                    _CompiledRule(rule.event_name, path, rule.action, keys.get(rule.purpose_id, "")))
+        return {event_type: tuple(rules) for event_type, rules in compiled.items()}
+    return reference._cached("minimisation", load)
+
+
+def field_hash(path: Sequence[str], value) -> str:
+    """The keyed hash that replaces a minimised field (stable, so counts and joins still work)."""
+    text = value if isinstance(value, str) else orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    return "h:" + crypto.keyed_hash_hex("field:" + ".".join(path), text)
+
+
+def _without(node: dict, path: Sequence[str], action: str, depth: int = 0) -> dict:
+    """A copy of `node` with the field at `path[depth:]` dropped or hashed (only the path is copied)."""
+    head = path[depth]
+    if head not in node:
+        return node
+    copy = dict(node)
+    if depth == len(path) - 1:
+        if action == MinimisationRule.Action.HASH:
+            copy[head] = field_hash(path, node[head])
+        else:
+            del copy[head]
+        return copy
+    child = node[head]
+    if not isinstance(child, dict):
+        return node
+    copy[head] = _without(child, path, action, depth + 1)
+    return copy
+
+
+def message_minimise(message: dict, *, granted_purposes: Iterable[str]) -> dict:
+    """Apply the minimisation rules of the message's type (and event name) for the purposes the
+    person has NOT granted. Returns the message itself when nothing applies, else a copy; the
+    input is never modified."""
+    rules = _compiled_rules()
+    event_type = message.get("type", "")
+    applicable = rules.get(event_type, ()) + rules.get("*", ())
+    if not applicable:
+        return message
+    granted = set(granted_purposes)
+    name = message.get("event") or message.get("name") or ""
+    result = message
+    for rule in applicable:
+        if rule.purpose in granted or (rule.event_name and rule.event_name != name):
+            continue
+        result = _without(result, rule.path, rule.action)
+    return result
