@@ -26,4 +26,9 @@ app.conf.beat_schedule = {
         "task": "profiles.tasks.event_partitions_ensure_task",
         "schedule": crontab(minute=7, hour="*/6"),
     },
+    # Ingestion: forget message ids older than CDP_INGEST_DEDUPE_DAYS, hourly so each run is small.
+    "event-dedupe-purge": {
+        "task": "profiles.tasks.event_dedupe_purge_task",
+        "schedule": crontab(minute=17),
+    },
 }

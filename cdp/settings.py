@@ -237,3 +237,20 @@ CDP_DEFAULT_PHONE_REGION = env_str("CDP_DEFAULT_PHONE_REGION", "").upper() or No
 # Demo data loaded by `make run` into an empty database.
 CDP_DEMO_PROFILES = env_int("CDP_DEMO_PROFILES", 20000, minimum=0)
 CDP_DEMO_DAYS = env_int("CDP_DEMO_DAYS", 90, minimum=1)
+
+# Ingestion (Segment-compatible collection API, profiles/ingestion/). Sizes are decompressed
+# bytes; Segment's own limits are the defaults.
+CDP_INGEST_MAX_MESSAGE_BYTES = env_int("CDP_INGEST_MAX_MESSAGE_BYTES", 32 * 1024, minimum=1024)
+CDP_INGEST_MAX_BATCH_BYTES = env_int("CDP_INGEST_MAX_BATCH_BYTES", 500 * 1024, minimum=32 * 1024)
+CDP_INGEST_MAX_BATCH_MESSAGES = env_int("CDP_INGEST_MAX_BATCH_MESSAGES", 2500, minimum=1)
+# Per-source quota (a source may override it); counted in the Django cache, so it holds across
+# gunicorn workers and machines only with a shared cache (REDIS_URL).
+CDP_INGEST_EVENTS_PER_MINUTE = env_int("CDP_INGEST_EVENTS_PER_MINUTE", 600_000, minimum=1)
+# messageId deduplication window (days); rows older than this are purged by beat.
+CDP_INGEST_DEDUPE_DAYS = env_int("CDP_INGEST_DEDUPE_DAYS", 14, minimum=7)
+# Requests without a usable write key are kept as rejected events up to this many per minute
+# (they cannot be attributed, so an unbounded store would be a flooding target).
+CDP_INGEST_UNAUTHENTICATED_REJECTS_PER_MINUTE = env_int("CDP_INGEST_UNAUTHENTICATED_REJECTS_PER_MINUTE", 100,
+                                                        minimum=0)
+# Currency of an Order Completed event that names none (Segment's e-commerce spec assumes USD).
+CDP_INGEST_DEFAULT_CURRENCY = env_str("CDP_INGEST_DEFAULT_CURRENCY", "USD").upper()
