@@ -276,3 +276,341 @@ def test_unattributable_rejections_are_capped_per_minute(client, db, settings):
 def test_last_used_at_of_the_key_is_kept_current(client, source, write_key):
     assert post(client, "/v1/track", track(), write_key).status_code == 200
     assert SourceKey.objects.get(source=source).last_used_at is not None
+
+
+# -- bad input: whole requests -----------------------------------------------------------------
+
+def test_malformed_json_is_400_and_the_raw_body_is_kept(client, source, write_key):
+    response = post(client, "/v1/batch", b'{"batch": [{"type": "track",', write_key)
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_json" and response.json()["message"].startswith("The body is not")
+    rejected = RejectedEvent.objects.get()
+    assert (rejected.reason, rejected.source_id, rejected.payload, rejected.raw_body) == (
+        "invalid_json", source.id, None, '{"batch": [{"type": "track",')
+    assert Event.objects.count() == 0
+
+
+def test_a_json_body_that_is_not_an_object_is_400(client, write_key):
+    response = post(client, "/v1/track", b"[1, 2]", write_key)
+    assert (response.status_code, response.json()["code"]) == (400, "invalid_json")
+
+
+def test_a_batch_without_a_list_is_400(client, write_key):
+    response = post(client, "/v1/batch", {"batch": {"type": "track"}}, write_key)
+    assert (response.status_code, response.json()["code"]) == (400, "missing_batch")
+    assert RejectedEvent.objects.get().reason == "missing_batch"
+
+
+@pytest.mark.parametrize("message, code", [
+    ({"event": "X"}, "missing_identifier"),
+    ({"event": "X", "userId": "", "anonymousId": None}, "missing_identifier"),
+    ({"userId": "u1"}, "missing_event"),
+    ({"userId": "u1", "event": ""}, "missing_event"),
+    ({"userId": "u1", "event": "X", "properties": "not an object"}, "wrong_type"),
+    ({"userId": True, "event": "X"}, "wrong_type"),
+    ({"userId": {"id": 1}, "event": "X"}, "wrong_type"),
+    ({"userId": "u1", "event": 12}, "wrong_type"),
+    ({"userId": "u1", "event": "X", "context": []}, "wrong_type"),
+    ({"userId": "u1", "event": "X", "timestamp": 1700000000}, "wrong_type"),
+    ({"userId": "u" * 201, "event": "X"}, "value_too_long"),
+    ({"userId": "u1", "event": "X", "messageId": "m" * 101}, "value_too_long"),
+    ({"userId": "u1", "event": "X\u0000Y"}, "invalid_characters"),
+    ({"userId": "u1", "event": "X", "properties": {"a": "b\u0000"}}, "invalid_characters"),
+])
+def test_an_invalid_single_message_is_400_with_its_reason_and_kept(client, source, write_key, message, code):
+    response = post(client, "/v1/track", message, write_key)
+    assert response.status_code == 400
+    assert response.json()["code"] == code and response.json()["success"] is False
+    assert Event.objects.count() == 0
+    rejected = RejectedEvent.objects.get()
+    assert (rejected.reason, rejected.source_id, rejected.endpoint, rejected.batch_index) == (
+        code, source.id, "track", None)
+    assert orjson.loads(rejected.payload) == message
+
+
+@pytest.mark.parametrize("path, message, code", [
+    ("/v1/alias", {"userId": "u2"}, "missing_previous_id"),
+    ("/v1/alias", {"previousId": "u1", "anonymousId": "a"}, "missing_user_id"),
+    ("/v1/group", {"userId": "u1"}, "missing_group_id"),
+    ("/v1/identify", {"traits": {"plan": "pro"}}, "missing_identifier"),
+])
+def test_per_type_rules(client, write_key, path, message, code):
+    response = post(client, path, message, write_key)
+    assert (response.status_code, response.json()["code"]) == (400, code)
+    assert Event.objects.count() == 0
+
+
+def test_a_message_over_32_kb_is_413(client, write_key):
+    message = track(properties={"blob": "x" * 33_000})
+    response = post(client, "/v1/track", message, write_key)
+    assert (response.status_code, response.json()["code"]) == (413, "request_too_large")
+    rejected = RejectedEvent.objects.get()
+    assert rejected.truncated is False and rejected.size_bytes > 32 * 1024
+    assert Event.objects.count() == 0
+
+
+def test_a_batch_over_500_kb_is_413_and_its_beginning_kept(client, write_key):
+    batch = [track(properties={"blob": "x" * 20_000}) for _ in range(30)]
+    response = post(client, "/v1/batch", {"batch": batch}, write_key)
+    assert (response.status_code, response.json()["code"]) == (413, "request_too_large")
+    rejected = RejectedEvent.objects.get()
+    assert rejected.truncated is True and rejected.size_bytes > 500 * 1024
+    assert len(rejected.raw_body) == 64 * 1024
+    assert Event.objects.count() == 0
+
+
+def test_a_batch_over_2500_messages_is_413(client, write_key):
+    batch = [{"type": "track", "event": "E", "userId": "u"} for _ in range(2501)]
+    response = post(client, "/v1/batch", {"batch": batch}, write_key)
+    assert (response.status_code, response.json()["code"]) == (413, "batch_too_many_messages")
+    assert Event.objects.count() == 0
+    assert RejectedEvent.objects.get().reason == "batch_too_many_messages"
+    batch.pop()
+    assert post(client, "/v1/batch", {"batch": batch}, write_key).status_code == 200
+    assert Event.objects.count() == 2500
+
+
+def test_gzip_bodies_are_decompressed(client, write_key):
+    body = gzip.compress(orjson.dumps({"batch": [track(messageId="gz-1"), track(messageId="gz-2")]}))
+    response = post(client, "/v1/batch", body, write_key, HTTP_CONTENT_ENCODING="gzip")
+    assert response.status_code == 200
+    assert sorted(Event.objects.values_list("message_id", flat=True)) == ["gz-1", "gz-2"]
+
+
+def test_a_gzip_bomb_is_refused_without_being_expanded(client, write_key):
+    bomb = gzip.compress(b'{"batch": [' + b" " * (200 * 1024 * 1024) + b"]}", compresslevel=9)
+    assert len(bomb) < 300 * 1024
+    response = post(client, "/v1/batch", bomb, write_key, HTTP_CONTENT_ENCODING="gzip")
+    assert (response.status_code, response.json()["code"]) == (413, "request_too_large")
+    assert "decompressed" in response.json()["message"]
+    rejected = RejectedEvent.objects.get()
+    assert rejected.truncated is True and len(rejected.raw_body) == 64 * 1024
+
+
+def test_a_gzip_body_whose_output_is_a_little_too_large_is_413(client, write_key):
+    batch = [track(properties={"blob": "y" * 30_000}) for _ in range(20)]  # ~600 KB, compresses well
+    response = post(client, "/v1/batch", gzip.compress(orjson.dumps({"batch": batch})), write_key,
+                    HTTP_CONTENT_ENCODING="gzip")
+    assert response.status_code == 413
+    assert Event.objects.count() == 0
+
+
+@pytest.mark.parametrize("body, encoding, status, code", [
+    (b"\x1f\x8b not really gzip", "gzip", 400, "invalid_encoding"),
+    (gzip.compress(b'{"batch": []}')[:-6], "gzip", 400, "invalid_encoding"),
+    (b"{}", "br", 415, "unsupported_encoding"),
+])
+def test_broken_or_unknown_encodings_are_4xx(client, write_key, body, encoding, status, code):
+    response = post(client, "/v1/batch", body, write_key, HTTP_CONTENT_ENCODING=encoding)
+    assert (response.status_code, response.json()["code"]) == (status, code)
+
+
+def test_any_content_type_is_parsed_as_json(client, write_key):
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "application/octet-stream"):
+        response = post(client, "/v1/track", track(), write_key, content_type=content_type)
+        assert response.status_code == 200, content_type
+    assert Event.objects.count() == 3
+
+
+# -- bad input inside a batch ------------------------------------------------------------------
+
+def test_a_mixed_batch_stores_the_valid_and_rejects_the_invalid_with_their_index(client, source, write_key):
+    batch = [
+        track(messageId="ok-0"),
+        {"type": "track", "userId": "u1", "messageId": "bad-1"},  # no event
+        "not an object",
+        track(messageId="ok-3", userId=7, anonymousId=None),
+        {"type": "shout", "userId": "u1", "messageId": "bad-4"},
+        {"event": "E", "userId": "u1", "messageId": "bad-5"},  # no type
+        track(messageId="bad-6", properties={"blob": "z" * 33_000}),
+        track(messageId="ok-7", event="Signed Up"),
+    ]
+    body = {"batch": batch, "sentAt": "2026-11-22T15:12:40Z", "writeKey": write_key}
+    response = post(client, "/v1/batch", body)
+    assert (response.status_code, response.json()) == (200, {"success": True})
+    assert sorted(Event.objects.values_list("message_id", flat=True)) == ["ok-0", "ok-3", "ok-7"]
+    rejected = list(RejectedEvent.objects.order_by("batch_index").values_list("batch_index", "reason", "source_id"))
+    assert rejected == [(1, "missing_event", source.id), (2, "wrong_type", source.id), (4, "invalid_type", source.id),
+                        (5, "missing_type", source.id), (6, "message_too_large", source.id)]
+    first = orjson.loads(RejectedEvent.objects.get(batch_index=1).payload)
+    # Self-contained for replay: the batch's sentAt travels with the item.
+    assert first == {"type": "track", "userId": "u1", "messageId": "bad-1", "sentAt": "2026-11-22T15:12:40Z"}
+
+
+def test_a_batch_of_only_invalid_messages_is_still_200(client, write_key):
+    response = post(client, "/v1/batch", {"batch": [{"type": "track"}, {"type": "track"}]}, write_key)
+    assert response.status_code == 200
+    assert (Event.objects.count(), RejectedEvent.objects.count()) == (0, 2)
+
+
+# -- duplicates ----------------------------------------------------------------------------------
+
+def test_a_retried_batch_stores_nothing_twice(client, write_key):
+    batch = [track(messageId="r-1"), track(messageId="r-2")]
+    for _ in range(3):
+        response = post(client, "/v1/batch", {"batch": batch}, write_key, HTTP_X_RETRY_COUNT="1")
+        assert (response.status_code, response.json()) == (200, {"success": True})
+    assert sorted(Event.objects.values_list("message_id", flat=True)) == ["r-1", "r-2"]
+
+
+def test_duplicates_inside_one_batch_are_stored_once(client, write_key):
+    batch = [track(messageId="d-1", event="First"), track(messageId="d-1", event="Second")]
+    assert post(client, "/v1/batch", {"batch": batch}, write_key).status_code == 200
+    assert list(Event.objects.values_list("name", flat=True)) == ["First"]
+
+
+def test_the_same_message_id_from_two_sources_is_two_events(client, source, write_key):
+    other = Source.objects.create(name="App", kind=Source.Kind.APP)
+    other_key = apikeys.source_key_create(source=other, kind=SourceKey.Kind.WRITE)[1]
+    assert post(client, "/v1/track", track(messageId="same"), write_key).status_code == 200
+    assert post(client, "/v1/track", track(messageId="same"), other_key).status_code == 200
+    assert sorted(Event.objects.values_list("source_id", flat=True)) == sorted([source.id, other.id])
+
+
+def test_the_dedupe_window_is_purged_after_its_days_only(client, source, write_key, settings):
+    assert post(client, "/v1/track", track(messageId="old-id"), write_key).status_code == 200
+    assert post(client, "/v1/track", track(messageId="new-id"), write_key).status_code == 200
+    EventDedupe.objects.filter(message_id="old-id").update(
+        first_received_at=timezone.now() - timedelta(days=settings.CDP_INGEST_DEDUPE_DAYS, minutes=1))
+    EventDedupe.objects.filter(message_id="new-id").update(
+        first_received_at=timezone.now() - timedelta(days=settings.CDP_INGEST_DEDUPE_DAYS - 1))
+    deleted, more = services.event_dedupe_purge(batch_size=1, max_batches=5)
+    assert (deleted, more) == (1, False)
+    assert list(EventDedupe.objects.values_list("message_id", flat=True)) == ["new-id"]
+    assert settings.CDP_INGEST_DEDUPE_DAYS >= 7
+
+
+# -- orders --------------------------------------------------------------------------------------
+
+def order(**properties) -> dict:
+    base = {"order_id": "O-1", "total": 27.5, "revenue": 25, "currency": "eur",
+            "products": [{"product_id": "SKU-1", "name": "Socks", "category": "Apparel", "price": 5, "quantity": 3},
+                         {"sku": "SKU-2", "category": "Shoes", "price": "12.50"}]}
+    base.update(properties)
+    return track(event="Order Completed", userId="u1", properties=base)
+
+
+def test_order_completed_creates_a_transaction_with_items(client, source, write_key):
+    assert post(client, "/v1/track", order(), write_key).status_code == 200
+    transaction = Transaction.objects.get()
+    event = Event.objects.get()
+    assert (transaction.source_id, transaction.order_id, transaction.profile_id, transaction.amount,
+            transaction.currency, transaction.channel, transaction.timestamp) == (
+        source.id, "O-1", None, Decimal("27.50"), "EUR", "web", event.timestamp)
+    items = list(TransactionItem.objects.order_by("product_sku").values_list(
+        "product_sku", "product_name", "category", "price", "quantity"))
+    assert items == [("SKU-1", "Socks", "Apparel", Decimal("5.00"), 3), ("SKU-2", "", "Shoes", Decimal("12.50"), 1)]
+    # The resolver finds the transaction through the event's (source_id, properties.order_id).
+    assert (event.source_id, event.properties["order_id"]) == (transaction.source_id, transaction.order_id)
+
+
+def test_snake_case_order_completed_and_revenue_and_default_currency(client, write_key, settings):
+    settings.CDP_INGEST_DEFAULT_CURRENCY = "USD"
+    message = order(total=None, currency=None, order_id=991)
+    message["event"] = "order_completed"
+    assert post(client, "/v1/track", message, write_key).status_code == 200
+    assert Transaction.objects.values_list("order_id", "amount", "currency").get() == ("991", Decimal("25.00"), "USD")
+
+
+def test_an_order_is_created_once_across_retries_and_message_ids(client, write_key):
+    first = order(order_id="O-7")
+    assert post(client, "/v1/batch", {"batch": [first]}, write_key).status_code == 200
+    assert post(client, "/v1/batch", {"batch": [first]}, write_key).status_code == 200
+    assert post(client, "/v1/track", order(order_id="O-7"), write_key).status_code == 200  # new messageId
+    assert Transaction.objects.count() == 1
+    assert TransactionItem.objects.count() == 2
+    assert Event.objects.count() == 2
+
+
+def test_an_invalid_order_keeps_the_event_and_rejects_the_transaction(client, source, write_key):
+    response = post(client, "/v1/track", order(order_id=None), write_key)
+    assert response.status_code == 200
+    assert (Event.objects.count(), Transaction.objects.count()) == (1, 0)
+    rejected = RejectedEvent.objects.get()
+    assert rejected.reason == "invalid_order" and "order_id is required" in rejected.message
+
+
+@pytest.mark.parametrize("properties, fragment", [
+    ({"total": "lots"}, "total must be a number"),
+    ({"currency": "EURO"}, "currency must be"),
+    ({"products": "none"}, "products must be a list"),
+    ({"products": [{"price": 1, "quantity": -1}]}, "products[0].quantity"),
+    ({"products": [{"price": True}]}, "products[0].price"),
+])
+def test_order_field_errors_are_named(client, write_key, properties, fragment):
+    assert post(client, "/v1/track", order(**properties), write_key).status_code == 200
+    assert fragment in RejectedEvent.objects.get().message
+    assert Transaction.objects.count() == 0
+
+
+# -- quota ---------------------------------------------------------------------------------------
+
+def test_above_the_source_quota_requests_get_429_with_retry_after(client, source, write_key):
+    Source.objects.filter(pk=source.pk).update(events_per_minute_limit=5)
+    services.source_cache_clear()
+    now = timezone.now()
+    if now.second >= 55:  # keep the three requests inside one quota minute
+        import time
+
+        time.sleep(61 - now.second)
+    assert post(client, "/v1/batch", {"batch": [track() for _ in range(3)]}, write_key).status_code == 200
+    refused = post(client, "/v1/batch", {"batch": [track() for _ in range(3)]}, write_key)
+    assert refused.status_code == 429
+    assert refused.json()["code"] == "rate_limited"
+    assert 1 <= int(refused["Retry-After"]) <= 60
+    # Refused messages do not use up the quota; nothing of them was stored (the client retries).
+    assert post(client, "/v1/batch", {"batch": [track() for _ in range(2)]}, write_key).status_code == 200
+    assert (Event.objects.count(), RejectedEvent.objects.count()) == (5, 0)
+
+
+# -- CORS and analytics.js settings --------------------------------------------------------------
+
+def test_preflight_answers_with_the_requested_headers(client, db):
+    response = client.options("/v1/t", HTTP_ORIGIN="https://shop.example",
+                              HTTP_ACCESS_CONTROL_REQUEST_METHOD="POST",
+                              HTTP_ACCESS_CONTROL_REQUEST_HEADERS="authorization,content-type,x-retry-count")
+    assert response.status_code == 204
+    assert response["Access-Control-Allow-Origin"] == "https://shop.example"
+    assert response["Access-Control-Allow-Methods"] == "GET, POST, OPTIONS"
+    assert response["Access-Control-Allow-Headers"] == "authorization,content-type,x-retry-count"
+    assert response["Access-Control-Allow-Credentials"] == "true"
+    assert response["Vary"] == "Origin"
+
+
+def test_posts_from_an_allowed_origin_get_cors_headers(client, write_key):
+    response = post(client, "/v1/t", track(writeKey=write_key), content_type="text/plain",
+                    HTTP_ORIGIN="https://shop.example")
+    assert response.status_code == 200
+    assert response["Access-Control-Allow-Origin"] == "https://shop.example"
+
+
+def test_posts_from_another_origin_are_403_and_kept_for_replay(client, source, write_key):
+    response = post(client, "/v1/t", track(writeKey=write_key), content_type="text/plain",
+                    HTTP_ORIGIN="https://evil.example")
+    assert (response.status_code, response.json()["code"]) == (403, "origin_not_allowed")
+    # The browser may read the refusal (so it does not retry in a loop).
+    assert response["Access-Control-Allow-Origin"] == "https://evil.example"
+    assert Event.objects.count() == 0
+    assert RejectedEvent.objects.values_list("reason", "source_id").get() == ("origin_not_allowed", source.id)
+
+
+def test_a_wildcard_origin_allows_every_browser(client, source, write_key):
+    Source.objects.filter(pk=source.pk).update(allowed_origins=["*"])
+    services.source_cache_clear()
+    response = post(client, "/v1/t", track(writeKey=write_key), HTTP_ORIGIN="https://anywhere.example")
+    assert response.status_code == 200
+
+
+def test_settings_for_analytics_js(client, write_key):
+    response = client.get(f"/v1/projects/{write_key}/settings", HTTP_ORIGIN="https://shop.example")
+    assert response.status_code == 200
+    segment = response.json()["integrations"]["Segment.io"]
+    assert (segment["apiKey"], segment["apiHost"], segment["protocol"]) == (write_key, "testserver/v1", "http")
+    assert list(response.json()["integrations"]) == ["Segment.io"]
+    assert response.json()["metrics"] == {"sampleRate": 0}
+    assert response["Access-Control-Allow-Origin"] == "https://shop.example"
+
+
+def test_settings_for_an_unknown_key_is_404(client, db):
+    response = client.get("/v1/projects/wk_unknown/settings")
+    assert (response.status_code, response.json()["code"]) == (404, "invalid_write_key")

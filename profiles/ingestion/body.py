@@ -25,11 +25,11 @@ class Decoded:
     data: object = None
     problem: Problem | None = None
     status: int = 200
-    too_large: bool = False
+    full_size: int = 0  # bytes of the (decompressed) input seen, when more than text_bytes holds
 
 
 def _too_large(limit: int, prefix: bytes, what: str) -> Decoded:
-    return Decoded(text_bytes=prefix[:KEPT_PREFIX_BYTES], too_large=True, status=413,
+    return Decoded(text_bytes=prefix[:KEPT_PREFIX_BYTES], full_size=len(prefix), status=413,
                    problem=Problem("request_too_large", f"The {what} is larger than {limit:,} bytes."))
 
 

@@ -20,7 +20,7 @@ from django.utils import timezone
 from cdp import apikeys, hooks
 from consent.services import audit_record
 from profiles.ingestion import writer
-from profiles.ingestion.body import Decoded, body_decode, text_for_storage
+from profiles.ingestion.body import KEPT_PREFIX_BYTES, Decoded, body_decode, text_for_storage
 from profiles.ingestion.normalisation import Normalised, message_normalise
 from profiles.ingestion.validation import Problem, message_check
 from profiles.models import RejectedEvent, Source, SourceKey
@@ -239,13 +239,14 @@ def _refuse(incoming: Incoming, decoded: Decoded, status: int, problem: Problem,
     logger.info("ingestion request refused", extra={"source_id": source_id, "endpoint": incoming.endpoint,
                                                     "reason": problem.code, "status": status})
     if source_id is not None or _unauthenticated_allowance():
-        text = _storable_text(decoded.text_bytes or incoming.raw[:65536])
+        kept = decoded.text_bytes or incoming.raw[:KEPT_PREFIX_BYTES]
+        size = max(decoded.full_size, len(decoded.text_bytes), incoming.declared_length, len(incoming.raw))
+        text = _storable_text(kept)
         parsed = decoded.data is not None
         row = _rejection_row(source_id=source_id, received_at=incoming.received_at, endpoint=incoming.endpoint,
                              problem=problem, index=None, payload=text if parsed else None,
                              raw_body="" if parsed else text, key_prefix=key_prefix)
-        row.update(size_bytes=max(len(decoded.text_bytes), incoming.declared_length, len(incoming.raw)),
-                   truncated=decoded.too_large or (not decoded.text_bytes and len(incoming.raw) > 65536))
+        row.update(size_bytes=size, truncated=len(kept) < size)
         with transaction.atomic(), connection.cursor() as cursor:
             writer.rejections_copy(cursor.cursor, [row])
     return IngestResult(status=status, code=problem.code, message=problem.message, rejected=1)
