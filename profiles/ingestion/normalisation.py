@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 
 import orjson
 
@@ -58,6 +59,11 @@ def parse_time(value: str | None) -> datetime | None:
     """An ISO-8601 time (any offset; none means UTC), or None when absent or unparseable."""
     if not value or len(value) > 64:
         return None
+    return _parse_time(value)
+
+
+@lru_cache(maxsize=512)  # a batch shares its sentAt, and often timestamps
+def _parse_time(value: str) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
@@ -112,7 +118,8 @@ def message_normalise(message: Message, item: dict, *, source_id: int, received_
     texts = (message_id, name, category, id_text(message.anonymousId), id_text(message.userId),
              id_text(message.groupId), id_text(message.previousId), original_text or "")
     documents = (_json(message.properties), _json(traits), _json(context), _json(extra))
-    if any("\x00" in text for text in texts) or any(_NUL_TEXT in doc for doc in documents):
+    # PostgreSQL text and jsonb cannot hold NUL; one scan of the joined values is the cheap check.
+    if "\x00" in "".join(texts) or _NUL_TEXT in "".join(documents):
         return None, Problem("invalid_characters", "The message contains the NUL character (\\u0000), which "
                                                    "cannot be stored; remove it and replay.")
     row = (timestamp, original_text, sent_at, received_at, source_id, message_id, kind, *texts[1:7], *documents)

@@ -7,6 +7,7 @@ Every statement is composed with psycopg.sql; values always travel as parameters
 
 from datetime import datetime
 
+import psycopg
 from psycopg import sql
 
 from cdp import crypto
@@ -57,8 +58,11 @@ def dedupe_claim(cursor, *, source_id: int, message_ids: list[str], received_at:
     """Record the message ids; return those not seen before for this source."""
     if not message_ids:
         return set()
-    cursor.execute(DEDUPE_CLAIM, [source_id, received_at, sorted(message_ids)])
-    return {row[0] for row in cursor.fetchall()}
+    # Server-side parameters: the id array travels as one value instead of being quoted into
+    # the statement text client-side (Django's default cursor does that).
+    with psycopg.Cursor(cursor.connection) as bound:
+        bound.execute(DEDUPE_CLAIM, [source_id, received_at, sorted(message_ids)])
+        return {row[0] for row in bound.fetchall()}
 
 
 def events_copy(cursor, rows: list[tuple]) -> None:
