@@ -13,12 +13,11 @@ import orjson
 import pytest
 import requests
 from django.core.cache import cache
-from django.db import connection, connections
+from django.db import connections
 
 from cdp import apikeys
 from profiles.ingestion import services
 from profiles.models import Event, RejectedEvent, Source, SourceKey, Transaction
-from tests.helpers import wait_until
 
 
 @pytest.fixture(autouse=True)
@@ -38,14 +37,6 @@ def _no_persistent_connections_in_handler_threads():
     database["CONN_MAX_AGE"] = 0
     yield
     database["CONN_MAX_AGE"] = previous
-    wait_until(_no_other_sessions, timeout=10)
-
-
-def _no_other_sessions() -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                       "AND pid <> pg_backend_pid()")
-        return cursor.fetchone()[0] == 0
 
 
 @pytest.fixture
