@@ -210,7 +210,8 @@ def request_ingest(*, incoming: Incoming) -> IngestResult:
         result = IngestResult()
     stored, duplicates = messages_store(prepared, source=source, received_at=incoming.received_at)
     result.stored, result.duplicates, result.rejected = stored, duplicates, len(prepared.rejections)
-    logger.info("ingested", extra={"source_id": source.id, "endpoint": incoming.endpoint, "stored": stored,
+    # Debug: one line per request is the access log's job; refusals and problems log at INFO.
+    logger.debug("ingested", extra={"source_id": source.id, "endpoint": incoming.endpoint, "stored": stored,
                                    "duplicates": duplicates, "rejected": result.rejected})
     return result
 
