@@ -8,6 +8,7 @@ stored, never put in the session). Reading or correcting a rejected payload is a
 from datetime import timedelta
 from urllib.parse import urlsplit
 
+import orjson
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -203,10 +204,19 @@ def rejected_detail(request, rejected_id):
             form.add_error("payload", problem.message)
         status = 400
     else:
-        form = PayloadForm(initial={"payload": services.rejected_payload_read(rejected=rejected, actor=request.user)})
+        form = PayloadForm(initial={"payload": _readable(services.rejected_payload_read(rejected=rejected,
+                                                                                      actor=request.user))})
         status = 200
     context = {"rejected": rejected, "form": form, "sources": Source.objects.filter(is_active=True).order_by("name")}
     return render(request, "profiles/sources/rejected_detail.html", context, status=status)
+
+
+def _readable(text: str) -> str:
+    """JSON indented for reading and correcting; anything else as it was received."""
+    try:
+        return orjson.dumps(orjson.loads(text), option=orjson.OPT_INDENT_2).decode()
+    except orjson.JSONDecodeError:
+        return text
 
 
 @_guard
