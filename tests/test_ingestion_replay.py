@@ -150,3 +150,23 @@ def test_payloads_are_encrypted_at_rest(client, source, write_key):
     assert payload.startswith("e1.") and "secret-user" not in payload
     assert raw_body.startswith("e1.")
     assert "secret-user@example.com" in RejectedEvent.objects.get().payload
+
+
+def test_a_real_worker_purges_expired_message_ids(celery_worker_process, settings):
+    from datetime import timedelta
+
+    from django.db import transaction
+    from django.utils import timezone
+
+    from profiles.models import EventDedupe
+    from profiles.tasks import event_dedupe_purge_task
+    from tests.helpers import wait_until
+
+    source = Source.objects.create(name="Purge")
+    old = timezone.now() - timedelta(days=settings.CDP_INGEST_DEDUPE_DAYS, hours=1)
+    EventDedupe.objects.create(source=source, message_id="expired", first_received_at=old)
+    EventDedupe.objects.create(source=source, message_id="recent", first_received_at=timezone.now())
+    with transaction.atomic():
+        transaction.on_commit(lambda: event_dedupe_purge_task.delay())
+    wait_until(lambda: not EventDedupe.objects.filter(message_id="expired").exists(), timeout=30)
+    assert list(EventDedupe.objects.values_list("message_id", flat=True)) == ["recent"]
