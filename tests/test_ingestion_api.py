@@ -536,11 +536,19 @@ def test_an_invalid_order_keeps_the_event_and_rejects_the_transaction(client, so
     ({"products": "none"}, "products must be a list"),
     ({"products": [{"price": 1, "quantity": -1}]}, "products[0].quantity"),
     ({"products": [{"price": True}]}, "products[0].price"),
+    ({"total": "1" * 40}, "total must be a number"),
+    ({"total": 1e13}, "total is out of range"),
 ])
 def test_order_field_errors_are_named(client, write_key, properties, fragment):
     assert post(client, "/v1/track", order(**properties), write_key).status_code == 200
     assert fragment in RejectedEvent.objects.get().message
     assert Transaction.objects.count() == 0
+
+
+def test_an_order_with_a_nul_character_is_rejected_whole(client, write_key):
+    response = post(client, "/v1/track", order(order_id="O-\u0000"), write_key)
+    assert (response.status_code, response.json()["code"]) == (400, "invalid_characters")
+    assert (Event.objects.count(), Transaction.objects.count()) == (0, 0)
 
 
 # -- quota ---------------------------------------------------------------------------------------

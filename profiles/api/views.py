@@ -64,8 +64,13 @@ def ingest(request, endpoint: str):
         declared = 0
     # Read at most limit + compression slack + 1 bytes: never buffer an oversize body.
     cap = services.route_limit(endpoint) + 4097
+    try:
+        raw = request.read(cap)
+    except OSError:  # the client went away mid-body (UnreadablePostError): nothing to store
+        return _cors(request, _json({"success": False, "code": "incomplete_body",
+                                     "message": "The request body could not be read completely."}, status=400))
     incoming = services.Incoming(
-        endpoint=endpoint, raw=request.read(cap), content_encoding=request.headers.get("Content-Encoding", ""),
+        endpoint=endpoint, raw=raw, content_encoding=request.headers.get("Content-Encoding", ""),
         authorization=request.headers.get("Authorization", ""), origin=request.headers.get("Origin", ""),
         declared_length=declared)
     result = services.request_ingest(incoming=incoming)

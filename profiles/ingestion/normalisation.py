@@ -149,6 +149,8 @@ def _text(value, label: str, limit: int) -> str:
     text = id_text(value)
     if len(text) > limit:
         raise ValueError(f"{label} is longer than {limit} characters")
+    if "\x00" in text:
+        raise ValueError(f"{label} contains the NUL character")
     return text
 
 
