@@ -5,6 +5,8 @@ corrected rejection back through the same preparation and writer. Nothing here l
 or identifiers: ids, counts and reason codes only.
 """
 
+import base64
+import binascii
 import logging
 import re
 import time
@@ -117,9 +119,6 @@ def source_cache_clear() -> None:
 
 def basic_username(header: str) -> str | None:
     """The username of an HTTP Basic header (Segment's write key), None when there is none."""
-    import base64
-    import binascii
-
     if header[:6].lower() != "basic ":
         return None
     try:
