@@ -36,4 +36,9 @@ app.conf.beat_schedule = {
         "task": "consent.tasks.retention_enforce_task",
         "schedule": crontab(minute=30, hour=2),
     },
+    # Ingestion: forget message ids older than CDP_INGEST_DEDUPE_DAYS, hourly so each run is small.
+    "event-dedupe-purge": {
+        "task": "profiles.tasks.event_dedupe_purge_task",
+        "schedule": crontab(minute=17),
+    },
 }

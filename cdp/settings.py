@@ -245,3 +245,20 @@ CDP_CONSENT_HEAD_DIR = Path(env_str("CDP_CONSENT_HEAD_DIR", str(CDP_DATA_DIR / "
 CDP_DSR_DUE_DAYS = env_int("CDP_DSR_DUE_DAYS", 30, minimum=1)  # legal deadline of a request
 CDP_DSR_FILE_DAYS = env_int("CDP_DSR_FILE_DAYS", 30, minimum=1)  # access exports are deleted after
 CDP_RETENTION_BATCH = env_int("CDP_RETENTION_BATCH", 10000, minimum=100)  # rows per retention batch
+
+# --- Ingestion (Segment-compatible collection API, profiles/ingestion/). Sizes are decompressed
+# bytes; Segment's own limits are the defaults.
+CDP_INGEST_MAX_MESSAGE_BYTES = env_int("CDP_INGEST_MAX_MESSAGE_BYTES", 32 * 1024, minimum=1024)
+CDP_INGEST_MAX_BATCH_BYTES = env_int("CDP_INGEST_MAX_BATCH_BYTES", 500 * 1024, minimum=32 * 1024)
+CDP_INGEST_MAX_BATCH_MESSAGES = env_int("CDP_INGEST_MAX_BATCH_MESSAGES", 2500, minimum=1)
+# Per-source quota (a source may override it); counted in the Django cache, so it holds across
+# gunicorn workers and machines only with a shared cache (REDIS_URL).
+CDP_INGEST_EVENTS_PER_MINUTE = env_int("CDP_INGEST_EVENTS_PER_MINUTE", 600_000, minimum=1)
+# messageId deduplication window (days); rows older than this are purged by beat.
+CDP_INGEST_DEDUPE_DAYS = env_int("CDP_INGEST_DEDUPE_DAYS", 14, minimum=7)
+# Requests without a usable write key are kept as rejected events up to this many per minute
+# (they cannot be attributed, so an unbounded store would be a flooding target).
+CDP_INGEST_UNAUTHENTICATED_REJECTS_PER_MINUTE = env_int("CDP_INGEST_UNAUTHENTICATED_REJECTS_PER_MINUTE", 100,
+                                                        minimum=0)
+# Currency of an Order Completed event that names none (Segment's e-commerce spec assumes USD).
+CDP_INGEST_DEFAULT_CURRENCY = env_str("CDP_INGEST_DEFAULT_CURRENCY", "USD").upper()

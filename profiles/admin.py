@@ -96,5 +96,22 @@ class TransactionItemAdmin(admin.ModelAdmin):
 
 @admin.register(models.RejectedEvent)
 class RejectedEventAdmin(admin.ModelAdmin):
-    list_display = ("received_at", "reason", "source", "batch_index", "replayed_at")
-    list_filter = ("reason",)
+    list_display = ("received_at", "reason", "source", "endpoint", "batch_index", "replayed_at")
+    list_filter = ("reason", "endpoint")
+    # Payloads are personal data: read them on the Rejected events screen, where reads are audited.
+    exclude = ("payload", "raw_body")
+    raw_id_fields = ("source", "replayed_by")
+    show_full_result_count = False
+
+
+@admin.register(models.EventDedupe)
+class EventDedupeAdmin(admin.ModelAdmin):
+    list_display = ("source_id", "message_id", "first_received_at")
+    search_fields = ("=message_id",)
+    show_full_result_count = False
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -9,6 +9,7 @@ import uuid
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import BrinIndex
 from django.db import models
 
 from cdp.fields import EncryptedTextField
@@ -33,6 +34,9 @@ class Source(models.Model):
     # an authoritative source (e.g. the CRM), which always wins.
     is_authoritative = models.BooleanField(default=False)
     is_active = models.BooleanField(default=True)
+    # Ingestion quota; None = CDP_INGEST_EVENTS_PER_MINUTE. Above it the API answers 429.
+    events_per_minute_limit = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Most messages accepted per minute (empty: the installation default)")
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")
@@ -339,20 +343,58 @@ class TransactionItem(models.Model):
 
 
 class RejectedEvent(models.Model):
-    """Input we could not accept, kept with the reason so nothing disappears silently."""
+    """Input we could not accept, kept with the reason so nothing disappears silently.
+
+    `payload` (the message, or the whole request body when the request itself failed) and
+    `raw_body` (a body that was not valid JSON) are personal data and encrypted at rest.
+    """
 
     source = models.ForeignKey(Source, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     received_at = models.DateTimeField()
+    endpoint = models.CharField(max_length=20, default="batch",
+                                help_text="route it came in on: batch, import, track, t, ...")
     reason = models.CharField(max_length=60, help_text="machine-readable code, e.g. missing_event")
     message = models.TextField(help_text="human-readable explanation")
-    batch_index = models.IntegerField(null=True, blank=True)
-    payload = models.JSONField(null=True, blank=True)
-    raw_body = models.TextField(blank=True, default="", help_text="when the body was not valid JSON")
+    batch_index = models.IntegerField(null=True, blank=True, help_text="position in the batch; empty: the whole request")
+    payload = EncryptedTextField(null=True, blank=True, help_text="JSON text of the message or request")
+    raw_body = EncryptedTextField(blank=True, default="", help_text="when the body was not valid JSON")
+    size_bytes = models.IntegerField(default=0, help_text="size of the rejected input (decompressed)")
+    truncated = models.BooleanField(default=False, help_text="only the first part of an oversize input is kept")
+    key_prefix = models.CharField(max_length=12, blank=True, default="",
+                                  help_text="first characters of an unknown or revoked write key")
     replayed_at = models.DateTimeField(null=True, blank=True)
+    replayed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")
+    replay_note = models.TextField(blank=True, default="", help_text="outcome of the last replay attempt")
 
     class Meta:
-        ordering = ["-received_at"]
-        indexes = [models.Index(fields=["reason", "received_at"], name="rejected_reason_idx")]
+        ordering = ["-received_at", "-id"]
+        indexes = [models.Index(fields=["reason", "received_at"], name="rejected_reason_idx"),
+                   models.Index(fields=["source", "received_at"], name="rejected_source_idx")]
 
     def __str__(self):
         return f"{self.reason} @ {self.received_at:%Y-%m-%d %H:%M}"
+
+
+class EventDedupe(models.Model):
+    """Message ids already stored per source: the database constraint behind deduplication.
+
+    The events table cannot carry unique (source, message_id): every unique index of a
+    partitioned table must include its partition key (timestamp), and a retried message may
+    carry a different skew-corrected timestamp. Rows are purged after CDP_INGEST_DEDUPE_DAYS
+    (beat), so the window is at least that long.
+    """
+
+    # No foreign-key constraint and no separate index: the unique constraint leads with
+    # source_id, and a constraint check per row would tax every ingested message.
+    source = models.ForeignKey(Source, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False,
+                               related_name="+")
+    message_id = models.CharField(max_length=100)
+    first_received_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["source", "message_id"], name="eventdedupe_source_msg_uniq")]
+        indexes = [BrinIndex(fields=["first_received_at"], name="eventdedupe_received_brin")]
+
+    def __str__(self):
+        return f"{self.source_id}:{self.message_id}"

@@ -13,12 +13,14 @@ LOCATIONS = [
     PiiLocation("profiles.Transaction", "profile_id", ("order_id", "store")),
     PiiLocation("profiles.TransactionItem", "transaction__profile_id", on_erasure="cascade"),
     PiiLocation("profiles.RejectedEvent", "", ("payload", "raw_body"),
-                note="not linked to a profile: erasure must search payloads by the person's identifiers"),
+                note="payloads encrypted at rest; not linked to a profile: erasure must decrypt and search "
+                     "payloads by the person's identifiers (or purge rejections older than the retention)"),
 ]
 NO_PII = [
     NoPii("profiles.Source", "configuration"),
     NoPii("profiles.SourceKey", "hashed API keys"),
     NoPii("profiles.Product", "catalogue"),
+    NoPii("profiles.EventDedupe", "source id, the client's random message id and a time"),
 ]
 # Identity.value is ciphertext for emails and phones only (EncryptedTextField columns are found
 # automatically by `manage.py rotate_encryption_key`).

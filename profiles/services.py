@@ -11,6 +11,8 @@ logger = logging.getLogger(__name__)
 PROFILE_DATA_TABLES = [
     "profiles_transactionitem", "profiles_transaction", "profiles_event", "profiles_identitylink",
     "profiles_identity", "profiles_computedtraits", "profiles_rejectedevent", "profiles_profile",
+    # Without its events, a remembered message id would turn a re-sent message into a "duplicate".
+    "profiles_eventdedupe",
 ]
 
 
