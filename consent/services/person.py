@@ -15,6 +15,7 @@ anything is deleted, so a new table can never be silently skipped.
 """
 
 import logging
+import re
 import secrets
 import uuid
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from consent.models import DataSubjectRequest, ErasureReceipt, SubjectLink, Supp
 from consent.services.audit import audit_record
 from consent.services.state import PROFILE_SUBJECT, profile_subject_hash
 from profiles.identifiers import identity_hash, normalize
-from profiles.models import Identity, Profile
+from profiles.models import Identity, Profile, RejectedEvent
 
 logger = logging.getLogger(__name__)
 
@@ -131,30 +132,30 @@ def _rows_filter(location: PiiLocation, person: Person) -> Q | None:
 
 def _rejected_event_ids(person: Person) -> list[int]:
     """Rejected input is not linked to a profile: find payloads / raw bodies that contain any
-    identifier of the person (case-insensitive; phones by their national digits).
-    A sequential scan of profiles_rejectedevent; retention keeps that table small."""
-    patterns, digit_patterns = set(), set()
+    identifier of the person (case-insensitive; phones also by their national digits).
+
+    Payloads are encrypted at rest, so the search decrypts them here in batches: a scan of
+    profiles_rejectedevent that retention keeps small."""
+    needles, digit_needles = set(), set()
     for kind, value, _ in person.identifiers:
-        escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        patterns.add(f"%{escaped}%")
+        needles.add(value.lower())
         if kind == Identity.Kind.PHONE:
             try:
                 national = str(phonenumbers.parse(value).national_number)
             except phonenumbers.NumberParseException:
                 national = ""
             if len(national) >= 7:
-                digit_patterns.add(f"%{national}%")
-    for profile_id in person.profile_ids:
-        patterns.add(f"%{profile_id}%")
-    if not patterns:
+                digit_needles.add(national)
+    needles.update(str(profile_id) for profile_id in person.profile_ids)
+    if not needles:
         return []
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT id FROM profiles_rejectedevent WHERE coalesce(payload::text, '') ILIKE ANY(%s) "
-            "OR raw_body ILIKE ANY(%s) OR (cardinality(%s::text[]) > 0 AND regexp_replace("
-            "coalesce(payload::text, '') || raw_body, '[^0-9]', '', 'g') LIKE ANY(%s))",
-            [list(patterns), list(patterns), list(digit_patterns), list(digit_patterns)])
-        return [row[0] for row in cursor.fetchall()]
+    found = []
+    rows = RejectedEvent.objects.only("id", "payload", "raw_body").order_by("id").iterator(chunk_size=2000)
+    for row in rows:
+        text = f"{row.payload or ''}\n{row.raw_body or ''}".lower()
+        if any(needle in text for needle in needles) or digit_needles and any(d in re.sub(r"[^0-9]", "", text) for d in digit_needles):
+            found.append(row.id)
+    return found
 
 
 _SEARCHED = {"profiles.RejectedEvent": _rejected_event_ids}
