@@ -1,0 +1,162 @@
+"""The segment-keys lookup for client sites: the hot read path (no DRF), with an optional cache.
+
+One query per visitor (or one per bulk request): identity (kind, keyed hash) -> profile
+(following a merge) -> open memberships -> segments exposed to the caller's source.
+
+Cache (only when CDP_SEGMENT_LOOKUP_CACHE_SECONDS > 0, i.e. a shared cache such as Redis): an
+entry per (source, identifier kind, hash) holds the keys and the source's cache generation at
+fill time. A lookup reads the generation and the entry in one round trip (get_many). Membership
+changes delete the entries of the profiles that changed; big changes (a recompute moving
+thousands) and configuration changes bump the generation instead, which retires every entry
+of that source at once.
+"""
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection
+from psycopg import sql
+
+from profiles.identifiers import identity_hash, normalize
+from profiles.models import Identity
+
+LOOKUP_KINDS = {"anonymous_id": Identity.Kind.ANONYMOUS_ID, "user_id": Identity.Kind.USER_ID,
+                "email": Identity.Kind.EMAIL}
+BULK_LIMIT = 1000
+INVALIDATE_ONE_BY_ONE_LIMIT = 2000
+
+# The one place where a per-profile filter applies to lookups: the consent integration sets it
+# to a condition on `profile_id` (e.g. current consent for personalization). None = no filter.
+LOOKUP_PROFILE_FILTER: sql.Composable | None = None
+
+_VISIBLE = ("s.is_active AND m.version_from <= s.membership_version "
+            "AND (m.version_to IS NULL OR m.version_to > s.membership_version)")
+
+
+def cache_enabled() -> bool:
+    return settings.CDP_SEGMENT_LOOKUP_CACHE_SECONDS > 0
+
+
+def visitor_hash(kind: str, raw) -> bytes | None:
+    """The keyed hash of a visitor identifier, or None when it is not usable."""
+    if not isinstance(raw, str) or len(raw) > 500:
+        return None
+    normalized = normalize(LOOKUP_KINDS[kind], raw)
+    return identity_hash(LOOKUP_KINDS[kind], normalized) if normalized else None
+
+
+def _entry_key(source_id: int, kind: str, digest: bytes) -> str:
+    return f"seglookup:{source_id}:{kind}:{digest.hex()}"
+
+
+def _generation_key(source_id: int) -> str:
+    return f"seglookup:gen:{source_id}"
+
+
+def _profile_filter() -> sql.Composable:
+    if LOOKUP_PROFILE_FILTER is None:
+        return sql.SQL("")
+    return sql.SQL(" AND ({})").format(LOOKUP_PROFILE_FILTER)
+
+
+def _query(pairs: list[tuple[str, bytes]], source_id: int) -> dict[tuple[str, bytes], list[str]]:
+    found: dict[tuple[str, bytes], list[str]] = {pair: [] for pair in pairs}
+    kinds = [LOOKUP_KINDS[kind] for kind, _ in pairs]
+    # Index: identity_kind_value_uniq (kind, value_hash) -> profiles_profile_pkey ->
+    # membership_profile_idx (profile_id, segment_id) -> segments_segment_pkey and the
+    # exposed-sources unique (segment_id, source_id).
+    query = sql.SQL(
+        "SELECT w.i, s.key FROM unnest(%(kinds)s::text[], %(hashes)s::bytea[]) WITH ORDINALITY AS w(kind, h, i) "
+        "JOIN profiles_identity ident ON ident.kind = w.kind AND ident.value_hash = w.h "
+        "JOIN profiles_profile p ON p.id = ident.profile_id "
+        "JOIN segments_membership m ON m.profile_id = coalesce(p.merged_into_id, p.id) "
+        "JOIN segments_segment s ON s.id = m.segment_id "
+        "JOIN segments_segment_exposed_sources x ON x.segment_id = s.id AND x.source_id = %(source)s "
+        "WHERE {} {} ORDER BY w.i, s.key"
+    ).format(sql.SQL(_VISIBLE), _profile_filter())
+    with connection.cursor() as cursor:
+        cursor.execute(query.as_string(cursor.connection),
+                       {"kinds": kinds, "hashes": [digest for _, digest in pairs], "source": source_id})
+        for index, key in cursor.fetchall():
+            found[pairs[index - 1]].append(key)
+    return found
+
+
+def segment_keys_for(*, source_id: int, pairs: list[tuple[str, bytes]]) -> dict[tuple[str, bytes], list[str]]:
+    """Segment keys (exposed to `source_id`) for each (kind, hash) visitor."""
+    if not cache_enabled():
+        return _query(pairs, source_id)
+    generation_key = _generation_key(source_id)
+    keys = {pair: _entry_key(source_id, *pair) for pair in pairs}
+    cached = cache.get_many([generation_key, *keys.values()])
+    generation = cached.get(generation_key, 0)
+    result, missing = {}, []
+    for pair, key in keys.items():
+        entry = cached.get(key)
+        if entry is not None and entry[0] == generation:
+            result[pair] = entry[1]
+        else:
+            missing.append(pair)
+    if missing:
+        fresh = _query(missing, source_id)
+        result.update(fresh)
+        cache.set_many({keys[pair]: (generation, value) for pair, value in fresh.items()},
+                       settings.CDP_SEGMENT_LOOKUP_CACHE_SECONDS)
+    return result
+
+
+def _sources_with_exposed_segments() -> list[int]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT DISTINCT source_id FROM segments_segment_exposed_sources")
+        return [row[0] for row in cursor.fetchall()]
+
+
+def lookup_cache_bump(*, source_ids=None) -> None:
+    """Retire every cached answer of these sources (all when None)."""
+    if not cache_enabled():
+        return
+    for source_id in source_ids if source_ids is not None else _sources_with_exposed_segments():
+        key = _generation_key(source_id)
+        cache.add(key, 0, None)
+        try:
+            cache.incr(key)
+        except ValueError:
+            cache.set(key, 1, None)
+
+
+def lookup_cache_invalidate_profiles(*, profile_ids) -> None:
+    """Drop cached answers for every lookup identifier of these profiles."""
+    if not cache_enabled() or not profile_ids:
+        return
+    profile_ids = list(profile_ids)
+    if len(profile_ids) > INVALIDATE_ONE_BY_ONE_LIMIT:
+        lookup_cache_bump(source_ids=None)
+        return
+    sources = _sources_with_exposed_segments()
+    if not sources:
+        return
+    kind_names = {value: name for name, value in LOOKUP_KINDS.items()}
+    with connection.cursor() as cursor:
+        # Index: identity_profile_kind_idx (profile_id, kind).
+        cursor.execute("SELECT kind, value_hash FROM profiles_identity WHERE profile_id = ANY(%s) AND kind = ANY(%s)",
+                       [profile_ids, list(kind_names)])
+        identities = [(kind_names[kind], bytes(digest)) for kind, digest in cursor.fetchall()]
+    cache.delete_many([_entry_key(source, kind, digest) for source in sources for kind, digest in identities])
+
+
+def lookup_cache_invalidate_recent(*, segment_id: int, changed: int) -> None:
+    """After a recompute or upload of `segment_id` changed `changed` memberships."""
+    if not cache_enabled() or not changed:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT source_id FROM segments_segment_exposed_sources WHERE segment_id = %s", [segment_id])
+        sources = [row[0] for row in cursor.fetchall()]
+        if not sources:
+            return
+        if changed > INVALIDATE_ONE_BY_ONE_LIMIT:
+            lookup_cache_bump(source_ids=sources)
+            return
+        # Index: membershipchange_seg_at_idx (segment_id, at): the rows of the last change.
+        cursor.execute("SELECT profile_id FROM segments_membershipchange WHERE segment_id = %s AND at = "
+                       "(SELECT max(at) FROM segments_membershipchange WHERE segment_id = %s)", [segment_id, segment_id])
+        ids = [row[0] for row in cursor.fetchall()]
+    lookup_cache_invalidate_profiles(profile_ids=ids)
