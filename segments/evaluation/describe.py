@@ -39,7 +39,8 @@ def _window(window: dict | None) -> str:
 def _count(count: dict) -> str:
     if count["operator"] == "between":
         return f"between {count['value'][0]} and {count['value'][1]} times"
-    return _COUNT_WORDS[count["operator"]].format(_value(count["value"]))
+    text = _COUNT_WORDS[count["operator"]].format(_value(count["value"]))
+    return text.replace(" 1 times", " once")
 
 
 def _filters(filters) -> str:
@@ -77,7 +78,10 @@ def describe_trait(node: dict, depth: int) -> str:
 
 
 def describe_event(node: dict, depth: int) -> str:
-    return f"did {node['event']}{_filters(node.get('where'))} {_count(node['count'])} {_window(node['window'])}"
+    what = f"{node['event']}{_filters(node.get('where'))}"
+    if node["count"] in ({"operator": "=", "value": 0}, {"operator": "<", "value": 1}):
+        return f"did not do {what} {_window(node['window'])}"
+    return f"did {what} {_count(node['count'])} {_window(node['window'])}"
 
 
 def describe_event_time(node: dict, depth: int) -> str:

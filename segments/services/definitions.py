@@ -16,6 +16,8 @@ from segments.evaluation.definition import Analysis, walk
 from segments.models import Segment
 
 KEY_RE = re.compile(r"^[a-z][a-z0-9_]{1,79}$")
+# Words the API and screens use in segment URLs next to keys.
+RESERVED_KEYS = {"templates", "preview", "catalog", "new", "bulk"}
 MIN_SCHEDULE_MINUTES = 5
 MAX_SCHEDULE_MINUTES = 7 * 1440
 SHARE_PERMISSIONS = {"view": "view_segment", "change": "change_segment"}
@@ -78,6 +80,8 @@ def _check_key(key) -> str:
     if not isinstance(key, str) or not KEY_RE.match(key):
         raise SegmentError("invalid_key", "The key must be 2-80 characters: lower-case letters, digits and _, "
                                           "starting with a letter (e.g. high_intent_cart_abandoners).", field="key")
+    if key in RESERVED_KEYS:
+        raise SegmentError("invalid_key", f"{key!r} is reserved; choose another key.", field="key")
     if Segment.objects.filter(key=key).exists():
         raise SegmentError("duplicate_key", f"A segment with the key {key!r} already exists.", field="key")
     return key
