@@ -128,6 +128,9 @@ class _Validator:
             self.fail(path, f"unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(allowed))}")
 
     def choice(self, value, path: str, options, *, what: str = "operator") -> bool:
+        if value is None:
+            self.fail(path, f"{what} is missing; allowed: {', '.join(map(str, options))}")
+            return False
         if value not in options:
             shown = value if isinstance(value, str) and len(value) <= 40 else "(not a known value)"
             self.fail(path, f"unknown {what} {shown!r}; allowed: {', '.join(map(str, options))}")
