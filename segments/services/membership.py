@@ -32,6 +32,14 @@ class Changes:
         return len(self.entered) + len(self.exited)
 
 
+def eval_table_create(cursor) -> None:
+    """The temp table a full evaluation lands in (dropped at commit, and explicitly after use, so
+    it also works inside a larger transaction)."""
+    cursor.execute("DROP TABLE IF EXISTS pg_temp.segments_eval")
+    cursor.execute("CREATE TEMP TABLE segments_eval (profile_id uuid NOT NULL, is_member boolean NOT NULL, "
+                   "next_change_at timestamptz) ON COMMIT DROP")
+
+
 def _history_insert(cursor, *, segment: Segment, kind: str, ids_sql: sql.Composable, params: dict) -> None:
     cursor.execute(sql.SQL(
         "INSERT INTO segments_membershipchange (segment_id, profile_id, kind, at, definition_version, "
@@ -76,6 +84,7 @@ def apply_full(cursor, *, segment: Segment, version: int, now: datetime, cause: 
         cursor.execute("DELETE FROM segments_timer WHERE segment_id = %s", [segment.pk])
     if entered or exited:
         _webhooks_queue(cursor, segment=segment, now=now, version=version)
+    cursor.execute("DROP TABLE segments_eval")
     return size, entered, exited
 
 

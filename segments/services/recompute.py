@@ -14,7 +14,7 @@ from segments.errors import SegmentError
 from segments.evaluation import evaluation_statement
 from segments.models import MembershipChange, Segment, SegmentRun
 from segments.services.definitions import definition_check
-from segments.services.membership import apply_full, segment_lock_key
+from segments.services.membership import apply_full, eval_table_create, segment_lock_key
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +103,7 @@ def _recompute_locked(run: SegmentRun, began: float) -> RunResult:
         now = timezone.now()
         checked = definition_check(segment.definition, segment=segment)
         statement = evaluation_statement(segment.definition, now=now, segment_ids=checked.segment_ids)
-        cursor.execute("CREATE TEMP TABLE segments_eval (profile_id uuid NOT NULL, is_member boolean NOT NULL, "
-                       "next_change_at timestamptz) ON COMMIT DROP")
+        eval_table_create(cursor)
         cursor.execute("INSERT INTO segments_eval " + statement.text(), statement.params)
         cursor.execute("ANALYZE segments_eval")
         version = segment.membership_version + 1

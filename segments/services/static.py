@@ -13,7 +13,7 @@ from profiles.identifiers import identity_hash, normalize
 from profiles.models import Identity
 from segments.errors import SegmentError
 from segments.models import MembershipChange, Segment, SegmentRun
-from segments.services.membership import apply_full, segment_lock_key
+from segments.services.membership import apply_full, eval_table_create, segment_lock_key
 
 logger = logging.getLogger(__name__)
 
@@ -96,8 +96,7 @@ def static_members_replace(*, segment: Segment, actor, entries: list[tuple[int, 
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [segment_lock_key(segment.pk)])
         segment = Segment.objects.get(pk=segment.pk)
-        cursor.execute("CREATE TEMP TABLE segments_eval (profile_id uuid NOT NULL, is_member boolean NOT NULL, "
-                       "next_change_at timestamptz) ON COMMIT DROP")
+        eval_table_create(cursor)
         cursor.execute("INSERT INTO segments_eval SELECT DISTINCT unnest(%s::uuid[]), true, NULL", [sorted(members)])
         if mode == "add":
             cursor.execute("INSERT INTO segments_eval SELECT m.profile_id, true, NULL FROM segments_membership m "
