@@ -236,9 +236,9 @@ def test_activity_in_local_hours_and_weekdays():
 def test_segment_membership_conditions(users):
     from django.test import TestCase  # noqa: F401 - keeps pytest-django's transaction handling explicit
 
+    from segments.models import SegmentRun
     from segments.services.definitions import segment_create
     from segments.services.recompute import segment_recompute
-    from segments.models import SegmentRun
 
     w = World()
     german, french = w.profile(country="DE"), w.profile(country="FR")

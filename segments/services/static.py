@@ -97,9 +97,9 @@ def static_members_replace(*, segment: Segment, actor, entries: list[tuple[int, 
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [segment_lock_key(segment.pk)])
         segment = Segment.objects.get(pk=segment.pk)
         eval_table_create(cursor)
-        cursor.execute("INSERT INTO segments_eval SELECT DISTINCT unnest(%s::uuid[]), true, NULL", [sorted(members)])
+        cursor.execute("INSERT INTO segments_eval SELECT DISTINCT unnest(%s::uuid[]), true, NULL::timestamptz", [sorted(members)])
         if mode == "add":
-            cursor.execute("INSERT INTO segments_eval SELECT m.profile_id, true, NULL FROM segments_membership m "
+            cursor.execute("INSERT INTO segments_eval SELECT m.profile_id, true, NULL::timestamptz FROM segments_membership m "
                            "WHERE m.segment_id = %s AND m.version_to IS NULL AND NOT EXISTS "
                            "(SELECT 1 FROM segments_eval n WHERE n.profile_id = m.profile_id)", [segment.pk])
         version = segment.membership_version + 1
