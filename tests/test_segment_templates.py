@@ -56,7 +56,8 @@ def test_deal_seekers():
 
 def test_loyal_buyers_champions_from_rfm_scores():
     w = World()
-    champion, big_but_rare, unscored = w.profile(), w.profile(), w.profile()
+    champion, big_but_rare = w.profile(), w.profile()
+    w.profile()  # no computed traits at all
     w.computed(champion, r_score=5, f_score=4, m_score=4, rfm_segment="champions")
     w.computed(big_but_rare, r_score=5, f_score=5, m_score=3)
     assert members(preset_definition("champions")) == {champion}
