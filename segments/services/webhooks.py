@@ -55,9 +55,9 @@ def address_refusal(address: str) -> str | None:
         ip = ip.ipv4_mapped
     if any(ip in network for network in _allowed_networks()):
         return None
-    for label, flag in (("loopback", ip.is_loopback), ("private", ip.is_private), ("link-local", ip.is_link_local),
-                        ("multicast", ip.is_multicast), ("unspecified", ip.is_unspecified),
-                        ("reserved", ip.is_reserved)):
+    for label, flag in (("loopback", ip.is_loopback), ("link-local", ip.is_link_local),
+                        ("unspecified", ip.is_unspecified), ("multicast", ip.is_multicast),
+                        ("reserved", ip.is_reserved), ("private", ip.is_private)):
         if flag:
             return label
     if not ip.is_global:
