@@ -9,6 +9,7 @@ from django.contrib.auth.models import Group, User
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import transaction
+from django.db.models import Q
 from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -16,6 +17,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 from rules.contrib.views import permission_required
 
+from cdp.roles import ROLES
 from consent.services import audit_record
 from profiles.models import Source
 from segments import presets, selectors
@@ -134,7 +136,8 @@ def segment_detail(request, key):
         "can_archive": user.has_perm("segments.archive", segment),
         "can_export": user.has_perm("segments.export", segment),
         "grants": _grants(segment) if user.has_perm("segments.share", segment) else None,
-        "share_users": User.objects.filter(is_active=True).exclude(pk=segment.owner_id).order_by("username")[:200],
+        "share_users": User.objects.filter(Q(is_superuser=True) | Q(groups__name__in=ROLES), is_active=True)
+        .exclude(pk=segment.owner_id).distinct().order_by("username")[:200],
         "share_groups": Group.objects.order_by("name"),
         "exposed_sources": segment.exposed_sources.order_by("name"),
     }
