@@ -302,3 +302,27 @@ def test_next_change_at_for_sliding_windows_and_days_since_last():
     within = evaluation({"type": "trait", "field": "last_seen_at", "operator": "within last", "value": 3,
                          "unit": "days"})
     assert within[member] == (True, NOW - td(days=1) + td(days=3))
+
+
+def test_only_profiles_whose_overall_answer_can_move_get_a_timer():
+    w = World()
+    german_viewer, french_viewer, german_idle = w.profile(country="DE"), w.profile(country="FR"), w.profile(country="DE")
+    german_cart, french_cart = w.profile(country="DE"), w.profile(country="FR")
+    w.event(german_viewer, "product_viewed", td(days=2))
+    w.event(french_viewer, "product_viewed", td(days=2))
+    w.event(german_cart, "added_to_cart", td(minutes=4))
+    w.event(french_cart, "added_to_cart", td(minutes=4))
+    german = {"type": "trait", "field": "country", "operator": "=", "value": "DE"}
+    viewer = viewed(1, ">=")
+    # AND: a member leaves when its view lapses; a French viewer can never enter by time.
+    assert evaluation({"type": "and", "conditions": [german, viewer]}) == {
+        german_viewer: (True, NOW - td(days=2) + td(days=7))}
+    # OR: the German viewer stays in through its country, so its lapsing view changes nothing.
+    assert evaluation({"type": "or", "conditions": [german, viewer]}) == {
+        german_viewer: (True, None), german_idle: (True, None), german_cart: (True, None),
+        french_viewer: (True, NOW - td(days=2) + td(days=7))}
+    # A pending cart abandoner enters by time only where the other condition already holds.
+    assert evaluation({"type": "and", "conditions": [german, cart_abandoners()]}) == {
+        german_cart: (False, NOW - td(minutes=4) + td(minutes=10))}
+    # NOT keeps the child's moment.
+    assert evaluation({"type": "not", "condition": viewer})[french_viewer] == (False, NOW - td(days=2) + td(days=7))

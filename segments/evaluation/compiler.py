@@ -17,6 +17,7 @@ preview; see queries.py for the statements built around it.
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from uuid import UUID
@@ -32,6 +33,15 @@ WEEKDAY_NUMBERS = {name: index + 1 for index, name in enumerate(F.WEEKDAYS)}  # 
 _COMPARATORS = {"=": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 
 
+@dataclass
+class Part:
+    """A compiled node: its boolean expression and when its answer can next change by time alone
+    (None: never)."""
+
+    predicate: sql.Composable
+    timer: sql.Composable | None = None
+
+
 class Compiler:
     def __init__(self, *, now: datetime, profile_ids: list[UUID] | None = None,
                  segment_ids: dict[str, int] | None = None):
@@ -42,7 +52,7 @@ class Compiler:
             self.params["ids"] = list(profile_ids)
         self.segment_ids = segment_ids or {}
         self.joins: list[sql.Composable] = []
-        self.timers: list[sql.Composable] = []
+        self._leaf_timers: list[sql.Composable] = []
         self.uses_computed = False
 
     # -- helpers --------------------------------------------------------------------------------
@@ -68,10 +78,21 @@ class Compiler:
         return alias
 
     def timer(self, expression: sql.Composable) -> None:
-        self.timers.append(expression)
+        """Register a moment at which the leaf being compiled can change its answer."""
+        self._leaf_timers.append(expression)
 
     def compile(self, node: dict, positive: bool = True) -> sql.Composable:
-        return NODE_COMPILERS[node["type"]](self, node, positive)
+        return self.part(node, positive).predicate
+
+    def part(self, node: dict, positive: bool = True) -> Part:
+        saved, self._leaf_timers = self._leaf_timers, []
+        try:
+            result = NODE_COMPILERS[node["type"]](self, node, positive)
+            if isinstance(result, Part):
+                return result
+            return Part(result, _least(self._leaf_timers))
+        finally:
+            self._leaf_timers = saved
 
     def window(self, window: dict | None, column: sql.Composable) -> tuple[sql.Composable, timedelta | None]:
         """(condition on `column`, length of a sliding window or None for fixed dates).
@@ -87,6 +108,16 @@ class Compiler:
                                                            self.now_sql), length)
         start, end = parse_datetime(window["from"]), parse_datetime(window["to"])
         return sql.SQL("{} >= {} AND {} < {}").format(column, self.param(start), column, self.param(end)), None
+
+
+def _least(timers: list[sql.Composable]) -> sql.Composable | None:
+    if not timers:
+        return None
+    return timers[0] if len(timers) == 1 else sql.SQL("LEAST({})").format(sql.SQL(", ").join(timers))
+
+
+def _greatest(timers: list[sql.Composable]) -> sql.Composable:
+    return timers[0] if len(timers) == 1 else sql.SQL("GREATEST({})").format(sql.SQL(", ").join(timers))
 
 
 def _two_valued(expression: sql.Composable, positive: bool) -> sql.Composable:
@@ -204,13 +235,38 @@ def _event_filters(c: Compiler, alias: str, filters: list[dict] | None) -> sql.C
 
 
 # -- node compilers ---------------------------------------------------------------------------
-def compile_group(c: Compiler, node: dict, positive: bool) -> sql.Composable:
-    joiner = sql.SQL(" AND ") if node["type"] == "and" else sql.SQL(" OR ")
-    return sql.SQL("({})").format(joiner.join(c.compile(child, positive) for child in node["conditions"]))
+def compile_group(c: Compiler, node: dict, positive: bool) -> Part:
+    """AND / OR, and when the group's answer can change by time: a true AND turns false as soon as
+    one child does; a false AND turns true only once every false child has (never, if one of
+    them cannot change by time). OR is the mirror image. So only profiles whose overall answer
+    can move get a timer."""
+    is_and = node["type"] == "and"
+    parts = [c.part(child, positive) for child in node["conditions"]]
+    joiner = sql.SQL(" AND ") if is_and else sql.SQL(" OR ")
+    predicate = sql.SQL("({})").format(joiner.join(part.predicate for part in parts))
+    if not any(part.timer is not None for part in parts):
+        return Part(predicate)
+    truth = [sql.SQL("coalesce({}, false)").format(part.predicate) for part in parts]
+    timed = [(value, part.timer) for value, part in zip(truth, parts, strict=True) if part.timer is not None]
+    # The side on which any single child's change flips the group: all true for AND, all false for OR.
+    any_flip = _least([timer for _, timer in timed])
+    # The other side: every child that disagrees with the group's target must be able to flip.
+    blocking, moments = [], []
+    for value, part in zip(truth, parts, strict=True):
+        disagrees = sql.SQL("NOT {}").format(value) if is_and else value
+        if part.timer is None:
+            blocking.append(sql.SQL("NOT ({})").format(disagrees))
+        else:
+            blocking.append(sql.SQL("(NOT ({}) OR {} IS NOT NULL)").format(disagrees, part.timer))
+            moments.append(sql.SQL("CASE WHEN {} THEN {} END").format(disagrees, part.timer))
+    all_flip = sql.SQL("CASE WHEN {} THEN {} END").format(sql.SQL(" AND ").join(blocking), _greatest(moments))
+    unanimous = sql.SQL(" AND ").join(truth) if is_and else sql.SQL("NOT ({})").format(sql.SQL(" OR ").join(truth))
+    return Part(predicate, sql.SQL("(CASE WHEN {} THEN {} ELSE {} END)").format(unanimous, any_flip, all_flip))
 
 
-def compile_not(c: Compiler, node: dict, positive: bool) -> sql.Composable:
-    return sql.SQL("(NOT {})").format(c.compile(node["condition"], False))
+def compile_not(c: Compiler, node: dict, positive: bool) -> Part:
+    part = c.part(node["condition"], False)
+    return Part(sql.SQL("(NOT {})").format(part.predicate), part.timer)
 
 
 def compile_trait(c: Compiler, node: dict, positive: bool) -> sql.Composable:
@@ -344,7 +400,10 @@ def compile_transaction(c: Compiler, node: dict, positive: bool) -> sql.Composab
                 c.timer(sql.SQL("CASE WHEN {} > {} THEN {} END").format(moment, c.now_sql, moment))
         return _two_valued(_compare(c, days, comparison["operator"], comparison["value"]), positive)
     column = {"count": "n", "sum": "total", "average": "average"}[measure]
-    _window_timer(c, alias, {"operator": "!=", "value": -1}, length)  # any lapse can change sum/avg
+    if measure == "count":
+        _window_timer(c, alias, comparison, length)
+    else:  # sums and averages need not move one way (refunds): any lapse can change them
+        _window_timer(c, alias, {"operator": "!=", "value": -1}, length)
     if measure == "average":
         return _two_valued(_compare(c, sql.SQL("{}.average").format(alias), comparison["operator"],
                                     comparison["value"]), positive)
@@ -422,7 +481,7 @@ def compile_consent(c: Compiler, node: dict, positive: bool) -> sql.Composable:
     raise DefinitionError([{"path": "consent", "message": "consent conditions are not available yet"}])
 
 
-NODE_COMPILERS: dict[str, Callable[[Compiler, dict, bool], sql.Composable]] = {
+NODE_COMPILERS: dict[str, Callable[[Compiler, dict, bool], sql.Composable | Part]] = {
     "and": compile_group, "or": compile_group, "not": compile_not, "trait": compile_trait, "event": compile_event,
     "event_time": compile_event_time, "sequence": compile_sequence, "transaction": compile_transaction,
     "context": compile_context, "activity": compile_activity, "segment": compile_segment,

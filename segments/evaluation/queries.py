@@ -52,14 +52,15 @@ def evaluation_statement(definition: dict, *, now: datetime, segment_ids: dict[s
                          profile_ids: list[UUID] | None = None) -> Statement:
     """SELECT profile_id, is_member, next_change_at for members and profiles with a timer."""
     c = Compiler(now=now, profile_ids=profile_ids, segment_ids=segment_ids)
-    predicate = c.compile(definition["root"])
-    if not c.timers:
+    root = c.part(definition["root"])
+    predicate = root.predicate
+    if root.timer is None:
         query = sql.SQL("SELECT p.id AS profile_id, true AS is_member, NULL::timestamptz AS next_change_at {} AND {}"
                         ).format(_from(c), predicate)
         return Statement(query, c.params)
     member = sql.SQL("coalesce({}, false)").format(predicate)
-    # LEAST ignores NULLs: the earliest moment any time-dependent part can change.
-    next_change = sql.SQL("LEAST({})").format(sql.SQL(", ").join(c.timers))
+    # The earliest moment the answer as a whole can change (see compiler.compile_group).
+    next_change = root.timer
     query = sql.SQL("SELECT profile_id, is_member, next_change_at FROM (SELECT p.id AS profile_id, {} AS is_member, "
                     "{} AS next_change_at {}) s WHERE is_member OR next_change_at IS NOT NULL").format(
         member, next_change, _from(c))
