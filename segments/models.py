@@ -136,8 +136,12 @@ class SegmentRun(models.Model):
 class Membership(models.Model):
     """A profile in a segment for a range of membership versions (see module docstring)."""
 
-    # Both foreign keys are covered by the indexes below; no extra single-column indexes.
-    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="+", db_index=False)
+    # Both foreign keys are covered by the indexes below; no extra single-column indexes. Only
+    # the profile key is a database constraint (so wiping profiles cascades here): a per-row
+    # check of the segment key on every entering row was measured to cost about as much as
+    # writing the rows, and only the services write these rows.
+    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="+", db_index=False,
+                                db_constraint=False)
     profile = models.ForeignKey("profiles.Profile", on_delete=models.CASCADE, related_name="+", db_index=False)
     version_from = models.BigIntegerField()
     version_to = models.BigIntegerField(null=True, blank=True)
@@ -175,8 +179,13 @@ class MembershipChange(models.Model):
         STATIC = "static", "static list upload"
         MERGE = "merge", "profile merged away"
 
-    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="+", db_index=False)
-    profile = models.ForeignKey("profiles.Profile", on_delete=models.CASCADE, related_name="+", db_index=False)
+    # No database constraints (like Event): a first recompute writes one history row per member,
+    # and per-row foreign-key checks (each locks the referenced row) cost about as much as the
+    # writes themselves. Deleting a profile or segment through the ORM still cascades here.
+    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="+", db_index=False,
+                                db_constraint=False)
+    profile = models.ForeignKey("profiles.Profile", on_delete=models.CASCADE, related_name="+", db_index=False,
+                                db_constraint=False)
     kind = models.CharField(max_length=7, choices=Kind.choices)
     at = models.DateTimeField()
     definition_version = models.PositiveIntegerField()
@@ -196,8 +205,11 @@ class Timer(models.Model):
     (a window lapsing, "no checkout within 10 minutes" becoming true); the sweep re-evaluates
     due rows."""
 
-    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="+", db_index=False)
-    profile = models.ForeignKey("profiles.Profile", on_delete=models.CASCADE, related_name="+")
+    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="+", db_index=False,
+                                db_constraint=False)
+    # Derived data, rewritten by every evaluation: no database constraints (see MembershipChange);
+    # a timer of a profile that no longer exists evaluates to nothing and is removed.
+    profile = models.ForeignKey("profiles.Profile", on_delete=models.CASCADE, related_name="+", db_constraint=False)
     due_at = models.DateTimeField()
 
     class Meta:

@@ -97,8 +97,7 @@ def test_segments_that_use_a_changed_segment_follow_in_the_same_evaluation(users
     assert members_of(german_viewers) == {anna}
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_segment_busy_with_a_recompute_is_left_for_a_retry(users):
+def test_a_segment_busy_with_a_recompute_is_left_for_a_retry(transactional_db, users):
     from segments.services.membership import segment_lock_key
 
     w = World(now=timezone.now())

@@ -40,6 +40,12 @@ class Part:
 
     predicate: sql.Composable
     timer: sql.Composable | None = None
+    # False when time alone can only take this node from true to false (a sliding count that
+    # must reach a threshold): then a profile for which it is false now needs no timer.
+    may_become_true: bool = True
+    # For an AND: children a profile must satisfy to be a member or to have a timer at all;
+    # the evaluation query filters on them early (join reduction, filter push-down).
+    required: list | None = None
 
 
 class Compiler:
@@ -53,6 +59,7 @@ class Compiler:
         self.segment_ids = segment_ids or {}
         self.joins: list[sql.Composable] = []
         self._leaf_timers: list[sql.Composable] = []
+        self._leaf_may_become_true = True
         self.uses_computed = False
 
     # -- helpers --------------------------------------------------------------------------------
@@ -85,14 +92,19 @@ class Compiler:
         return self.part(node, positive).predicate
 
     def part(self, node: dict, positive: bool = True) -> Part:
-        saved, self._leaf_timers = self._leaf_timers, []
+        saved = self._leaf_timers, self._leaf_may_become_true
+        self._leaf_timers, self._leaf_may_become_true = [], True
         try:
             result = NODE_COMPILERS[node["type"]](self, node, positive)
             if isinstance(result, Part):
                 return result
-            return Part(result, _least(self._leaf_timers))
+            return Part(result, _least(self._leaf_timers), self._leaf_may_become_true or not self._leaf_timers)
         finally:
-            self._leaf_timers = saved
+            self._leaf_timers, self._leaf_may_become_true = saved
+
+    def only_turns_false(self) -> None:
+        """The leaf being compiled can change by time only from true to false."""
+        self._leaf_may_become_true = False
 
     def window(self, window: dict | None, column: sql.Composable) -> tuple[sql.Composable, timedelta | None]:
         """(condition on `column`, length of a sliding window or None for fixed dates).
@@ -157,6 +169,8 @@ def _window_timer(c: Compiler, alias: sql.Identifier, comparison: dict, length: 
         now_answer = _compare(c, sql.SQL("coalesce({}.n, 0)").format(alias), operator, value)
         guard = now_answer if not _satisfied_by_zero(operator, value) else sql.SQL("NOT {}").format(now_answer)
         c.timer(sql.SQL("CASE WHEN {} THEN {} END").format(guard, expiry))
+        if not _satisfied_by_zero(operator, value):
+            c.only_turns_false()
     else:
         c.timer(expiry)
 
@@ -244,8 +258,9 @@ def compile_group(c: Compiler, node: dict, positive: bool) -> Part:
     parts = [c.part(child, positive) for child in node["conditions"]]
     joiner = sql.SQL(" AND ") if is_and else sql.SQL(" OR ")
     predicate = sql.SQL("({})").format(joiner.join(part.predicate for part in parts))
+    required = [part.predicate for part in parts if part.timer is None or not part.may_become_true] if is_and else []
     if not any(part.timer is not None for part in parts):
-        return Part(predicate)
+        return Part(predicate, required=required)
     truth = [sql.SQL("coalesce({}, false)").format(part.predicate) for part in parts]
     timed = [(value, part.timer) for value, part in zip(truth, parts, strict=True) if part.timer is not None]
     # The side on which any single child's change flips the group: all true for AND, all false for OR.
@@ -261,7 +276,8 @@ def compile_group(c: Compiler, node: dict, positive: bool) -> Part:
             moments.append(sql.SQL("CASE WHEN {} THEN {} END").format(disagrees, part.timer))
     all_flip = sql.SQL("CASE WHEN {} THEN {} END").format(sql.SQL(" AND ").join(blocking), _greatest(moments))
     unanimous = sql.SQL(" AND ").join(truth) if is_and else sql.SQL("NOT ({})").format(sql.SQL(" OR ").join(truth))
-    return Part(predicate, sql.SQL("(CASE WHEN {} THEN {} ELSE {} END)").format(unanimous, any_flip, all_flip))
+    return Part(predicate, sql.SQL("(CASE WHEN {} THEN {} ELSE {} END)").format(unanimous, any_flip, all_flip),
+                may_become_true=any(part.may_become_true for part in parts) if is_and else True, required=required)
 
 
 def compile_not(c: Compiler, node: dict, positive: bool) -> Part:

@@ -57,6 +57,11 @@ def apply_full(cursor, *, segment: Segment, version: int, now: datetime, cause: 
     """
     params = {"segment": segment.pk, "version": version, "now": now, "definition_version": segment.definition_version,
               "cause": cause}
+    # Whole-set differences are hash anti-joins. Right after a segment's first big load the
+    # membership table's statistics still say "empty", and a nested-loop anti-join over two
+    # tables of 50k rows each was measured at 70 s instead of 0.1 s: rule nested loops out for
+    # the rest of this transaction (SET LOCAL), which only ever compares whole sets.
+    cursor.execute("SET LOCAL enable_nestloop = off")
     # Index: membership_open_uniq (segment_id, profile_id) WHERE version_to IS NULL; a hash
     # anti-join against the temp table on each side.
     cursor.execute(

@@ -14,7 +14,7 @@ from segments.errors import SegmentError
 from segments.evaluation import evaluation_statement
 from segments.models import MembershipChange, Segment, SegmentRun
 from segments.services.definitions import definition_check
-from segments.services.membership import apply_full, eval_table_create, segment_lock_key
+from segments.services.membership import apply_full, segment_lock_key
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +103,9 @@ def _recompute_locked(run: SegmentRun, began: float) -> RunResult:
         now = timezone.now()
         checked = definition_check(segment.definition, segment=segment)
         statement = evaluation_statement(segment.definition, now=now, segment_ids=checked.segment_ids)
-        eval_table_create(cursor)
-        cursor.execute("INSERT INTO segments_eval " + statement.text(), statement.params)
+        # CREATE TABLE AS (not INSERT … SELECT) so PostgreSQL may run the query in parallel.
+        cursor.execute("DROP TABLE IF EXISTS pg_temp.segments_eval")
+        cursor.execute("CREATE TEMP TABLE segments_eval ON COMMIT DROP AS " + statement.text(), statement.params)
         cursor.execute("ANALYZE segments_eval")
         version = segment.membership_version + 1
         size, entered, exited = apply_full(cursor, segment=segment, version=version, now=now,
