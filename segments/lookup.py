@@ -11,6 +11,7 @@ thousands) and configuration changes bump the generation instead, which retires 
 of that source at once.
 """
 
+import psycopg
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
@@ -58,24 +59,47 @@ def _profile_filter() -> sql.Composable:
     return sql.SQL(" AND ({})").format(LOOKUP_PROFILE_FILTER)
 
 
-def _query(pairs: list[tuple[str, bytes]], source_id: int) -> dict[tuple[str, bytes], list[str]]:
-    found: dict[tuple[str, bytes], list[str]] = {pair: [] for pair in pairs}
-    kinds = [LOOKUP_KINDS[kind] for kind, _ in pairs]
-    # Index: identity_kind_value_uniq (kind, value_hash) -> profiles_profile_pkey ->
-    # membership_profile_idx (profile_id, segment_id) -> segments_segment_pkey and the
-    # exposed-sources unique (segment_id, source_id).
-    query = sql.SQL(
-        "SELECT w.i, s.key FROM unnest(%(kinds)s::text[], %(hashes)s::bytea[]) WITH ORDINALITY AS w(kind, h, i) "
-        "JOIN profiles_identity ident ON ident.kind = w.kind AND ident.value_hash = w.h "
+_composed: dict[tuple, str] = {}
+
+# Index: identity_kind_value_uniq (kind, value_hash) -> profiles_profile_pkey ->
+# membership_profile_idx (profile_id, segment_id) -> segments_segment_pkey and the
+# exposed-sources unique (segment_id, source_id). One visitor: scalar parameters, so the
+# prepared (generic) plan stays a chain of index lookups; many: an unnest of the pairs.
+_ONE = ("SELECT 1, s.key FROM profiles_identity ident "
         "JOIN profiles_profile p ON p.id = ident.profile_id "
         "JOIN segments_membership m ON m.profile_id = coalesce(p.merged_into_id, p.id) "
         "JOIN segments_segment s ON s.id = m.segment_id "
-        "JOIN segments_segment_exposed_sources x ON x.segment_id = s.id AND x.source_id = %(source)s "
-        "WHERE {} {} ORDER BY w.i, s.key"
-    ).format(sql.SQL(_VISIBLE), _profile_filter())
-    with connection.cursor() as cursor:
-        cursor.execute(query.as_string(cursor.connection),
-                       {"kinds": kinds, "hashes": [digest for _, digest in pairs], "source": source_id})
+        "JOIN segments_segment_exposed_sources x ON x.segment_id = s.id AND x.source_id = %s "
+        "WHERE ident.kind = %s AND ident.value_hash = %s AND {} {} ORDER BY s.key")
+_MANY = ("SELECT w.i, s.key FROM unnest(%s::text[], %s::bytea[]) WITH ORDINALITY AS w(kind, h, i) "
+         "JOIN profiles_identity ident ON ident.kind = w.kind AND ident.value_hash = w.h "
+         "JOIN profiles_profile p ON p.id = ident.profile_id "
+         "JOIN segments_membership m ON m.profile_id = coalesce(p.merged_into_id, p.id) "
+         "JOIN segments_segment s ON s.id = m.segment_id "
+         "JOIN segments_segment_exposed_sources x ON x.segment_id = s.id AND x.source_id = %s "
+         "WHERE {} {} ORDER BY w.i, s.key")
+
+
+def _query_text(template: str) -> str:
+    """A lookup statement, composed once per process (and again if the profile filter changes)."""
+    marker = (template, id(LOOKUP_PROFILE_FILTER))
+    if marker not in _composed:
+        _composed[marker] = sql.SQL(template).format(sql.SQL(_VISIBLE), _profile_filter()).as_string()
+    return _composed[marker]
+
+
+def _query(pairs: list[tuple[str, bytes]], source_id: int) -> dict[tuple[str, bytes], list[str]]:
+    found: dict[tuple[str, bytes], list[str]] = {pair: [] for pair in pairs}
+    connection.ensure_connection()
+    # Server-side binding (not Django's client-side cursor): the one-visitor text never changes,
+    # so psycopg prepares it after a few runs and PostgreSQL skips planning on the hot path.
+    with psycopg.Cursor(connection.connection) as cursor:
+        if len(pairs) == 1:
+            (kind, digest), = pairs
+            cursor.execute(_query_text(_ONE), [source_id, LOOKUP_KINDS[kind], digest])
+        else:
+            cursor.execute(_query_text(_MANY), [[LOOKUP_KINDS[kind] for kind, _ in pairs],
+                                                [digest for _, digest in pairs], source_id], prepare=False)
         for index, key in cursor.fetchall():
             found[pairs[index - 1]].append(key)
     return found
