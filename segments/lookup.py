@@ -11,7 +11,6 @@ thousands) and configuration changes bump the generation instead, which retires 
 of that source at once.
 """
 
-import psycopg
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
@@ -63,8 +62,8 @@ _composed: dict[tuple, str] = {}
 
 # Index: identity_kind_value_uniq (kind, value_hash) -> profiles_profile_pkey ->
 # membership_profile_idx (profile_id, segment_id) -> segments_segment_pkey and the
-# exposed-sources unique (segment_id, source_id). One visitor: scalar parameters, so the
-# prepared (generic) plan stays a chain of index lookups; many: an unnest of the pairs.
+# exposed-sources unique (segment_id, source_id). One visitor: scalar parameters; many: an
+# unnest of the pairs. The texts are composed once per process.
 _ONE = ("SELECT 1, s.key FROM profiles_identity ident "
         "JOIN profiles_profile p ON p.id = ident.profile_id "
         "JOIN segments_membership m ON m.profile_id = coalesce(p.merged_into_id, p.id) "
@@ -90,16 +89,13 @@ def _query_text(template: str) -> str:
 
 def _query(pairs: list[tuple[str, bytes]], source_id: int) -> dict[tuple[str, bytes], list[str]]:
     found: dict[tuple[str, bytes], list[str]] = {pair: [] for pair in pairs}
-    connection.ensure_connection()
-    # Server-side binding (not Django's client-side cursor): the one-visitor text never changes,
-    # so psycopg prepares it after a few runs and PostgreSQL skips planning on the hot path.
-    with psycopg.Cursor(connection.connection) as cursor:
+    with connection.cursor() as cursor:
         if len(pairs) == 1:
             (kind, digest), = pairs
             cursor.execute(_query_text(_ONE), [source_id, LOOKUP_KINDS[kind], digest])
         else:
             cursor.execute(_query_text(_MANY), [[LOOKUP_KINDS[kind] for kind, _ in pairs],
-                                                [digest for _, digest in pairs], source_id], prepare=False)
+                                                [digest for _, digest in pairs], source_id])
         for index, key in cursor.fetchall():
             found[pairs[index - 1]].append(key)
     return found
