@@ -131,3 +131,39 @@ def test_non_json_and_wrong_shapes_are_400(client, users):
     response = client.post("/api/segments/preview/", {"definition": ["a list"]}, content_type="application/json")
     assert response.status_code == 400
     assert response.json()["errors"] == [{"path": "definition", "message": 'must be an object {"version": 1, "root": {...}}'}]
+
+
+def test_segment_conditions_that_would_form_a_cycle_are_refused(client, users):
+    client.force_login(users["alice"])
+    json = {"content_type": "application/json"}
+    uses = lambda key: definition({"type": "segment", "operator": "in", "segment": key})  # noqa: E731
+    assert client.post("/api/segments/", {"key": "base", "name": "Base", "definition": definition(COUNTRY)},
+                       **json).status_code == 201
+    assert client.post("/api/segments/", {"key": "middle", "name": "Middle", "definition": uses("base")},
+                       **json).status_code == 201
+    assert client.post("/api/segments/", {"key": "top", "name": "Top", "definition": uses("middle")},
+                       **json).status_code == 201
+    cycle = client.patch("/api/segments/base/", {"definition": uses("top")}, **json)
+    assert cycle.status_code == 400
+    assert cycle.json()["errors"] == [
+        {"path": "root", "message": "this creates a cycle: a segment used here depends on this one"}]
+    itself = client.patch("/api/segments/base/", {"definition": uses("base")}, **json)
+    assert itself.json()["errors"] == [{"path": "root", "message": "a segment cannot refer to itself"}]
+    assert Segment.objects.get(key="base").definition == definition(COUNTRY)
+    archived = client.delete("/api/segments/middle/")
+    assert archived.status_code == 409 and archived.json()["code"] == "segment_in_use"
+
+
+def test_create_read_key_command_prints_a_key_once(db, capsys):
+    from django.core.management import CommandError, call_command
+
+    from cdp import apikeys
+    from profiles.models import Source, SourceKey
+
+    Source.objects.create(name="Web")
+    call_command("create_read_key", source="Web")
+    raw = capsys.readouterr().out.strip().splitlines()[-1]
+    assert raw.startswith("rk_")
+    assert apikeys.key_resolve(raw, kind=SourceKey.Kind.READ).source_id == Source.objects.get(name="Web").pk
+    with pytest.raises(CommandError, match="No active source named 'Nope'. Sources: Web"):
+        call_command("create_read_key", source="Nope")
