@@ -267,6 +267,24 @@ def hand_written(now, repeats: int = 3) -> tuple[str, float, set]:
     return best_name, best, member_set
 
 
+def hand_written_logged(now, name: str, repeats: int = 3) -> float:
+    """The best statement again, but materialized the way membership must be kept: a logged
+    table with a unique index on the profile id (context for the first run, which writes the
+    whole set into the indexed membership table plus history and timers)."""
+    statement = HAND_WRITTEN[name].replace("CREATE TEMP TABLE ref AS", "CREATE TABLE bench_ref_logged AS")
+    times = []
+    for _ in range(repeats):
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TABLE IF EXISTS bench_ref_logged")
+            began = time.perf_counter()
+            cursor.execute(statement, {"now": now})
+            cursor.execute("CREATE UNIQUE INDEX ON bench_ref_logged (id)")
+            times.append(time.perf_counter() - began)
+            cursor.execute("DROP TABLE bench_ref_logged")
+    say(f"  hand-written {name}, into a logged table with a unique index: best {min(times):.2f} s")
+    return min(times)
+
+
 def duckdb_reference(now, repeats: int = 3) -> float:
     import duckdb
 
@@ -331,6 +349,7 @@ def main() -> None:
     # sets up to the handful of profiles whose only qualifying event lies on the edge.
     difference = len(our_set ^ reference_set)
     say(f"  same member set: {difference == 0} ({difference} differ at the window edge)")
+    logged = hand_written_logged(now, best_name)
     duck = None if args.skip_duckdb else (say("DuckDB (2 threads) on an export of the same data:")
                                           or duckdb_reference(now))
     first, steady = ours[0], min(ours[1:])
@@ -343,6 +362,8 @@ def main() -> None:
     say(f"  best hand-written SQL ({best_name}), materialized:     {best:6.2f} s")
     say(f"  ratio first / hand-written  = {first / best:.2f}   (target <= 1.5)")
     say(f"  ratio steady / hand-written = {steady / best:.2f}   (target <= 1.5)")
+    say(f"  for context: hand-written into a logged, indexed table {logged:.2f} s; first run / that = "
+        f"{first / logged:.2f}")
     if duck is not None:
         say(f"  DuckDB, same query on the exported columns: {duck:.2f} s (PostgreSQL hand-written / DuckDB = "
             f"{best / duck:.1f}x)")

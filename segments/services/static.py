@@ -10,7 +10,6 @@ from django.utils import timezone
 
 from consent.services import audit_record
 from profiles.identifiers import identity_hash, normalize
-from profiles.models import Identity
 from segments.errors import SegmentError
 from segments.models import MembershipChange, Segment, SegmentRun
 from segments.services.membership import apply_full, eval_table_create, segment_lock_key
@@ -126,6 +125,3 @@ def static_members_replace(*, segment: Segment, actor, entries: list[tuple[int, 
                                                   "matched": report.matched, "size": report.size})
     return report
 
-
-def identity_kinds() -> list[str]:
-    return [kind for kind in KINDS if kind == "profile_id" or kind in Identity.Kind.values]
