@@ -40,12 +40,13 @@ def eval_table_create(cursor) -> None:
                    "next_change_at timestamptz) ON COMMIT DROP")
 
 
-def _history_insert(cursor, *, segment: Segment, kind: str, ids_sql: sql.Composable, params: dict) -> None:
+def _history_insert(cursor, *, segment: Segment, kind: str, with_sql: sql.Composable, params: dict) -> None:
+    """`with_sql` is a WITH clause defining `x(profile_id)`: the rows that entered or exited."""
     cursor.execute(sql.SQL(
-        "INSERT INTO segments_membershipchange (segment_id, profile_id, kind, at, definition_version, "
+        "{}INSERT INTO segments_membershipchange (segment_id, profile_id, kind, at, definition_version, "
         "membership_version, cause) SELECT %(segment)s, x.profile_id, %(kind)s, %(now)s, %(definition_version)s, "
-        "%(version)s, %(cause)s FROM ({}) x"
-    ).format(ids_sql).as_string(cursor.connection), {**params, "kind": kind})
+        "%(version)s, %(cause)s FROM x"
+    ).format(with_sql).as_string(cursor.connection), {**params, "kind": kind})
 
 
 def apply_full(cursor, *, segment: Segment, version: int, now: datetime, cause: str) -> tuple[int, int, int]:
@@ -119,19 +120,16 @@ def apply_partial(cursor, *, segment: Segment, profile_ids: list[UUID], rows: li
     version = segment.membership_version
     params = {"segment": segment.pk, "version": version, "now": now, "definition_version": segment.definition_version,
               "cause": cause}
+    # One statement each way: the row change and its history entry travel together.
     if changes.exited:
-        cursor.execute("DELETE FROM segments_membership WHERE segment_id = %s AND version_to IS NULL "
-                       "AND profile_id = ANY(%s)", [segment.pk, changes.exited])
-        _history_insert(cursor, segment=segment, kind=MembershipChange.Kind.EXITED,
-                        ids_sql=sql.SQL("SELECT unnest(%(ids)s::uuid[]) AS profile_id"),
-                        params={**params, "ids": changes.exited})
+        _history_insert(cursor, segment=segment, kind=MembershipChange.Kind.EXITED, with_sql=sql.SQL(
+            "WITH x AS (DELETE FROM segments_membership WHERE segment_id = %(segment)s AND version_to IS NULL "
+            "AND profile_id = ANY(%(ids)s::uuid[]) RETURNING profile_id) "), params={**params, "ids": changes.exited})
     if changes.entered:
-        cursor.execute("INSERT INTO segments_membership (segment_id, profile_id, version_from, entered_at) "
-                       "SELECT %(segment)s, unnest(%(ids)s::uuid[]), %(version)s, %(now)s",
-                       {**params, "ids": changes.entered})
-        _history_insert(cursor, segment=segment, kind=MembershipChange.Kind.ENTERED,
-                        ids_sql=sql.SQL("SELECT unnest(%(ids)s::uuid[]) AS profile_id"),
-                        params={**params, "ids": changes.entered})
+        _history_insert(cursor, segment=segment, kind=MembershipChange.Kind.ENTERED, with_sql=sql.SQL(
+            "WITH x AS (INSERT INTO segments_membership (segment_id, profile_id, version_from, entered_at) "
+            "SELECT %(segment)s, unnest(%(ids)s::uuid[]), %(version)s, %(now)s RETURNING profile_id) "),
+            params={**params, "ids": changes.entered})
     _timers_set(cursor, segment_id=segment.pk, profile_ids=profile_ids, rows=rows, now=now)
     if changes.count:
         cursor.execute("UPDATE segments_segment SET member_count = member_count + %s WHERE id = %s",
@@ -143,13 +141,13 @@ def apply_partial(cursor, *, segment: Segment, profile_ids: list[UUID], rows: li
 def _timers_set(cursor, *, segment_id: int, profile_ids: list[UUID], rows: list[tuple], now: datetime) -> None:
     due = [(row[0], row[2]) for row in rows if row[2] is not None and row[2] > now]
     due_ids = {profile_id for profile_id, _ in due}
-    cursor.execute("DELETE FROM segments_timer WHERE segment_id = %s AND profile_id = ANY(%s)",
-                   [segment_id, [pid for pid in profile_ids if pid not in due_ids]])
-    if due:
-        cursor.execute(
-            "INSERT INTO segments_timer (segment_id, profile_id, due_at) SELECT %s, unnest(%s::uuid[]), "
-            "unnest(%s::timestamptz[]) ON CONFLICT (segment_id, profile_id) DO UPDATE SET due_at = EXCLUDED.due_at",
-            [segment_id, [d[0] for d in due], [d[1] for d in due]])
+    # One round trip: drop the timers of profiles without a moment ahead, upsert the others.
+    cursor.execute(
+        "WITH gone AS (DELETE FROM segments_timer WHERE segment_id = %s AND profile_id = ANY(%s::uuid[])) "
+        "INSERT INTO segments_timer (segment_id, profile_id, due_at) SELECT %s, unnest(%s::uuid[]), "
+        "unnest(%s::timestamptz[]) ON CONFLICT (segment_id, profile_id) DO UPDATE SET due_at = EXCLUDED.due_at",
+        [segment_id, [pid for pid in profile_ids if pid not in due_ids], segment_id, [d[0] for d in due],
+         [d[1] for d in due]])
 
 
 def remove_everywhere(cursor, *, profile_ids: list[UUID], now: datetime, cause: str) -> dict[int, list[UUID]]:

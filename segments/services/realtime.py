@@ -118,7 +118,6 @@ def evaluate_profiles(*, segment_id: int, profile_ids: list[uuid.UUID], now: dat
             part = apply_partial(cursor, segment=segment, profile_ids=chunk, rows=rows, now=now, cause=cause)
             changes.entered += part.entered
             changes.exited += part.exited
-        Segment.objects.filter(pk=segment_id).update(realtime_evaluated_at=timezone.now())
     if changes.count:
         from segments.lookup import lookup_cache_invalidate_profiles
 
@@ -154,6 +153,8 @@ def realtime_evaluate(*, profile_ids, event_names=(), trait_names=(), segment_id
         result.evaluated.append(segment.pk)
         result.entered += len(changes.entered)
         result.exited += len(changes.exited)
+    if result.evaluated:
+        Segment.objects.filter(pk__in=result.evaluated).update(realtime_evaluated_at=timezone.now())
     if result.evaluated and event_names:
         _record_lag(segment_ids=result.evaluated, profile_ids=live, now=now)
     return result
@@ -188,6 +189,7 @@ def timers_sweep(*, limit: int = SWEEP_LIMIT) -> int:
                                     cause=MembershipChange.Cause.TIMER)
         if changes is not None:
             handled += len(ids)
+            Segment.objects.filter(pk=segment_id).update(realtime_evaluated_at=timezone.now())
             with connection.cursor() as cursor:
                 # Anything still due for these ids would loop: evaluation only sets future moments.
                 cursor.execute("DELETE FROM segments_timer WHERE segment_id = %s AND profile_id = ANY(%s) "
