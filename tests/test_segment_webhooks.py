@@ -51,7 +51,7 @@ def test_localhost_and_unresolvable_hosts_are_refused():
 class Receiver:
     """A real HTTP server on 127.0.0.1 that records what it receives and answers `status`."""
 
-    def __init__(self):
+    def __init__(self, address: str = "127.0.0.1"):
         self.requests = []
         self.status = 200
         receiver = self
@@ -66,7 +66,7 @@ class Receiver:
             def log_message(self, *args):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = http.server.ThreadingHTTPServer((address, 0), Handler)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -170,3 +170,23 @@ def test_exits_are_delivered_in_batches_of_at_most_500(users, receiver):
     batches = sorted(WebhookDelivery.objects.values_list("event", "profile_count"))
     assert batches == [("entered", 3), ("entered", WEBHOOK_BATCH)]
     assert segment.member_count == WEBHOOK_BATCH + 3
+
+
+def test_an_unreachable_address_falls_back_to_the_next_checked_one(users, settings, monkeypatch):
+    settings.CDP_WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+    server = Receiver("127.0.0.3")  # nothing listens on 127.0.0.1 at this port
+    try:
+        real = socket.getaddrinfo
+
+        def resolver(host, port, type=0):
+            if host == "hooks.example.test":
+                return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.3", port)),
+                        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+            return real(host, port, type=type)
+
+        monkeypatch.setattr(socket, "getaddrinfo", resolver)
+        status = webhooks._post(f"http://hooks.example.test:{server.port}/x", b"{}", {"Content-Type": "application/json"})
+        assert status == 200
+        assert server.requests[0]["headers"]["Host"] == f"hooks.example.test:{server.port}"
+    finally:
+        server.close()

@@ -123,23 +123,29 @@ class _PinnedHTTPConnection(http.client.HTTPConnection):
 
 
 def _post(url: str, body: bytes, headers: dict) -> int:
-    """POST to the checked, pinned address; returns the HTTP status."""
+    """POST to a checked, pinned address (the next one if an address cannot be reached)."""
     parts = urlsplit(url)
-    host, address, port = webhook_url_check(url)[0]
-    if parts.scheme == "https":
-        connection = _PinnedHTTPSConnection(host, address, port, ssl.create_default_context(), TIMEOUT_SECONDS)
-    else:
-        connection = _PinnedHTTPConnection(host, address, port, TIMEOUT_SECONDS)
-    path = parts.path or "/"
-    if parts.query:
-        path += "?" + parts.query
-    try:
-        connection.request("POST", path, body=body, headers=headers)
-        response = connection.getresponse()
-        response.read(MAX_RESPONSE_BYTES)
-        return response.status
-    finally:
-        connection.close()
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    last_error: OSError | None = None
+    for host, address, port in webhook_url_check(url):
+        if parts.scheme == "https":
+            connection = _PinnedHTTPSConnection(host, address, port, ssl.create_default_context(), TIMEOUT_SECONDS)
+        else:
+            connection = _PinnedHTTPConnection(host, address, port, TIMEOUT_SECONDS)
+        try:
+            connection.connect()
+        except OSError as exc:  # unreachable address family or host: try the next checked address
+            last_error = exc
+            connection.close()
+            continue
+        try:
+            connection.request("POST", path, body=body, headers=headers)
+            response = connection.getresponse()
+            response.read(MAX_RESPONSE_BYTES)
+            return response.status
+        finally:
+            connection.close()
+    raise last_error or OSError("no address to connect to")
 
 
 def _claim(delivery_id: int) -> WebhookDelivery | None:
