@@ -178,11 +178,11 @@ def test_an_unreachable_address_falls_back_to_the_next_checked_one(users, settin
     try:
         real = socket.getaddrinfo
 
-        def resolver(host, port, type=0):
+        def resolver(host, port, *args, **kwargs):
             if host == "hooks.example.test":
                 return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.3", port)),
                         (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
-            return real(host, port, type=type)
+            return real(host, port, *args, **kwargs)
 
         monkeypatch.setattr(socket, "getaddrinfo", resolver)
         status = webhooks._post(f"http://hooks.example.test:{server.port}/x", b"{}", {"Content-Type": "application/json"})
