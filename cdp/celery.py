@@ -41,4 +41,9 @@ app.conf.beat_schedule = {
         "task": "profiles.tasks.event_dedupe_purge_task",
         "schedule": crontab(minute=17),
     },
+    # Segments (issue 5): one dispatcher for every segment's schedule, the sweep that flips
+    # memberships when windows lapse, and webhook retries.
+    "segments-dispatch-due": {"task": "segments.tasks.recompute_dispatch_task", "schedule": 30.0},
+    "segments-timers-sweep": {"task": "segments.tasks.timers_sweep_task", "schedule": 15.0},
+    "segments-webhooks-due": {"task": "segments.tasks.webhooks_deliver_due_task", "schedule": 30.0},
 }

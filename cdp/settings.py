@@ -262,3 +262,30 @@ CDP_INGEST_UNAUTHENTICATED_REJECTS_PER_MINUTE = env_int("CDP_INGEST_UNAUTHENTICA
                                                         minimum=0)
 # Currency of an Order Completed event that names none (Segment's e-commerce spec assumes USD).
 CDP_INGEST_DEFAULT_CURRENCY = env_str("CDP_INGEST_DEFAULT_CURRENCY", "USD").upper()
+
+# --- Segments (issue 5): recompute limits, the lookup cache, webhooks -------------------------
+# Hard limit of one full recompute statement; a slower run fails, is retried and shows as failing.
+CDP_SEGMENT_RECOMPUTE_TIMEOUT = env_int("CDP_SEGMENT_RECOMPUTE_TIMEOUT", 900, minimum=1)
+# Builder preview: exact count up to this long, then an EXPLAIN-based estimate (labelled).
+CDP_SEGMENT_PREVIEW_TIMEOUT_MS = env_int("CDP_SEGMENT_PREVIEW_TIMEOUT_MS", 1500, minimum=100)
+# Lookup answers are cached only in a cache every process shares (Redis): with the per-process
+# default cache, a worker's invalidation could not reach the web processes.
+CDP_SEGMENT_LOOKUP_CACHE_SECONDS = env_int("CDP_SEGMENT_LOOKUP_CACHE_SECONDS", 300 if REDIS_URL else 0, minimum=0)
+# Webhooks never call loopback, private or link-local addresses, except networks listed here
+# (comma-separated CIDRs, e.g. an on-premises 10.20.0.0/16).
+CDP_WEBHOOK_ALLOWED_NETWORKS = env_list("CDP_WEBHOOK_ALLOWED_NETWORKS")
+
+
+def _check_networks(networks: list[str]) -> None:
+    import ipaddress
+
+    from django.core.exceptions import ImproperlyConfigured
+
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(f"CDP_WEBHOOK_ALLOWED_NETWORKS: {network!r} is not a network") from None
+
+
+_check_networks(CDP_WEBHOOK_ALLOWED_NETWORKS)

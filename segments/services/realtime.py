@@ -1,0 +1,197 @@
+"""Real-time membership: re-evaluate just the profiles that changed, and the timer sweep.
+
+Identity resolution calls `cdp.hooks.profiles_changed` after commit, which sends the task
+`segments.realtime_evaluate` with the profile ids and the event and trait names touched. Only
+segments that read one of those names (or depend on such a segment) are evaluated, with the
+same compiled query as the full recompute restricted to the ids. Absorbed profiles (merged
+away) leave every segment. The sweep re-evaluates profiles whose `next_change_at` has come, so
+answers that change by time alone flip within the sweep interval.
+"""
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from segments.evaluation import evaluation_statement
+from segments.models import MembershipChange, Segment
+from segments.services.membership import Changes, apply_partial, remove_everywhere, segment_lock_key
+
+logger = logging.getLogger(__name__)
+
+CHUNK = 1000  # profile ids per statement
+SWEEP_LIMIT = 2000
+
+
+@dataclass
+class RealtimeResult:
+    evaluated: list[int] = field(default_factory=list)  # segment ids
+    locked: list[int] = field(default_factory=list)  # busy with a recompute: retry later
+    entered: int = 0
+    exited: int = 0
+    removed: int = 0
+
+
+def _uuids(values) -> list[uuid.UUID]:
+    parsed = []
+    for value in values or ():
+        try:
+            parsed.append(uuid.UUID(str(value)))
+        except ValueError:
+            continue
+    return sorted(set(parsed))
+
+
+def affected_segments(*, event_names=(), trait_names=(), segment_ids=None) -> list[Segment]:
+    """Active real-time segments a change to these names can affect, plus every segment that
+    depends on one of them, ordered so a segment comes after the segments it uses."""
+    base = Segment.objects.filter(is_active=True, kind=Segment.Kind.RULES, is_realtime=True)
+    if segment_ids is not None:
+        selected = base.filter(id__in=segment_ids)
+    elif not event_names and not trait_names:
+        selected = base  # "something changed": evaluate everything for these profiles
+    else:
+        condition = Q(trait_names__overlap=list(trait_names)) | Q(event_names__overlap=list(event_names))
+        if event_names:
+            condition |= Q(any_event=True)
+        selected = base.filter(condition)
+    chosen = {segment.pk: segment for segment in selected}
+    everything = {segment.pk: segment for segment in base}
+    added = True
+    while added:  # dependents, transitively
+        added = False
+        for segment in everything.values():
+            if segment.pk not in chosen and set(segment.depends_on) & set(chosen):
+                chosen[segment.pk] = segment
+                added = True
+    return _dependency_order(chosen)
+
+
+def _dependency_order(segments: dict[int, Segment]) -> list[Segment]:
+    ordered, done = [], set()
+
+    def visit(segment_id, trail=()):
+        if segment_id in done or segment_id not in segments or segment_id in trail:
+            return
+        for dependency in segments[segment_id].depends_on:
+            visit(dependency, (*trail, segment_id))
+        done.add(segment_id)
+        ordered.append(segments[segment_id])
+
+    for segment_id in sorted(segments):
+        visit(segment_id)
+    return ordered
+
+
+def _segment_ids(segment: Segment) -> dict[str, int]:
+    if not segment.depends_on:
+        return {}
+    return dict(Segment.objects.filter(id__in=segment.depends_on).values_list("key", "id"))
+
+
+def evaluate_profiles(*, segment_id: int, profile_ids: list[uuid.UUID], now: datetime,
+                      cause: str = MembershipChange.Cause.REALTIME) -> Changes | None:
+    """Re-evaluate one segment for these profiles and apply the result; None if a recompute of
+    the segment holds its lock (the caller retries)."""
+    changes = Changes()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [segment_lock_key(segment_id)])
+        if not cursor.fetchone()[0]:
+            return None
+        segment = Segment.objects.get(pk=segment_id)
+        if not segment.is_active or segment.kind != Segment.Kind.RULES:
+            cursor.execute("DELETE FROM segments_timer WHERE segment_id = %s AND profile_id = ANY(%s)",
+                           [segment_id, profile_ids])
+            return changes
+        segment_ids = _segment_ids(segment)
+        for start in range(0, len(profile_ids), CHUNK):
+            chunk = profile_ids[start:start + CHUNK]
+            statement = evaluation_statement(segment.definition, now=now, segment_ids=segment_ids, profile_ids=chunk)
+            statement.execute(cursor)
+            rows = cursor.fetchall()
+            if not segment.is_realtime:
+                rows = [(row[0], row[1], None) for row in rows]
+            part = apply_partial(cursor, segment=segment, profile_ids=chunk, rows=rows, now=now, cause=cause)
+            changes.entered += part.entered
+            changes.exited += part.exited
+    if changes.count:
+        from segments.lookup import lookup_cache_invalidate_profiles
+
+        lookup_cache_invalidate_profiles(profile_ids=changes.entered + changes.exited)
+    return changes
+
+
+def realtime_evaluate(*, profile_ids, event_names=(), trait_names=(), segment_ids=None) -> RealtimeResult:
+    """Bring the memberships of these profiles up to date (see module docstring)."""
+    ids = _uuids(profile_ids)
+    result = RealtimeResult()
+    if not ids:
+        return result
+    now = timezone.now()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT id FROM profiles_profile WHERE id = ANY(%s) AND merged_into_id IS NULL", [ids])
+        live = sorted(row[0] for row in cursor.fetchall())
+        gone = sorted(set(ids) - set(live))
+        if gone and segment_ids is None:
+            removed = remove_everywhere(cursor, profile_ids=gone, now=now, cause=MembershipChange.Cause.MERGE)
+            result.removed = sum(len(v) for v in removed.values())
+    from segments.lookup import lookup_cache_invalidate_profiles
+
+    # Identities may have moved between profiles (a merge): drop cached answers for all of them.
+    lookup_cache_invalidate_profiles(profile_ids=ids)
+    if not live:
+        return result
+    for segment in affected_segments(event_names=event_names, trait_names=trait_names, segment_ids=segment_ids):
+        changes = evaluate_profiles(segment_id=segment.pk, profile_ids=live, now=now)
+        if changes is None:
+            result.locked.append(segment.pk)
+            continue
+        result.evaluated.append(segment.pk)
+        result.entered += len(changes.entered)
+        result.exited += len(changes.exited)
+    if result.evaluated:
+        Segment.objects.filter(pk__in=result.evaluated).update(realtime_evaluated_at=timezone.now())
+    if result.evaluated and event_names:
+        _record_lag(segment_ids=result.evaluated, profile_ids=live, now=now)
+    return result
+
+
+def _record_lag(*, segment_ids: list[int], profile_ids: list[uuid.UUID], now: datetime) -> None:
+    """Freshness for the segment page: last event received -> membership updated, in ms."""
+    with connection.cursor() as cursor:
+        # Index: profiles_event_profile_name_ts (profile_id, ...); the day bound prunes partitions.
+        cursor.execute("SELECT max(received_at) FROM profiles_event WHERE profile_id = ANY(%s) AND timestamp > %s",
+                       [profile_ids[:CHUNK], now - timedelta(days=1)])
+        received = cursor.fetchone()[0]
+    if received is not None:
+        lag_ms = max(0, int((timezone.now() - received).total_seconds() * 1000))
+        Segment.objects.filter(pk__in=segment_ids).update(realtime_lag_ms=lag_ms)
+
+
+def timers_sweep(*, limit: int = SWEEP_LIMIT) -> int:
+    """Re-evaluate profiles whose next_change_at has come; returns how many were handled."""
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        # Index: timer_due_idx (due_at).
+        cursor.execute("SELECT segment_id, profile_id FROM segments_timer WHERE due_at <= %s ORDER BY due_at LIMIT %s",
+                       [now, limit])
+        due = cursor.fetchall()
+    by_segment: dict[int, list[uuid.UUID]] = {}
+    for segment_id, profile_id in due:
+        by_segment.setdefault(segment_id, []).append(profile_id)
+    handled = 0
+    for segment_id, ids in by_segment.items():
+        changes = evaluate_profiles(segment_id=segment_id, profile_ids=sorted(ids), now=now,
+                                    cause=MembershipChange.Cause.TIMER)
+        if changes is not None:
+            handled += len(ids)
+            Segment.objects.filter(pk=segment_id).update(realtime_evaluated_at=timezone.now())
+            with connection.cursor() as cursor:
+                # Anything still due for these ids would loop: evaluation only sets future moments.
+                cursor.execute("DELETE FROM segments_timer WHERE segment_id = %s AND profile_id = ANY(%s) "
+                               "AND due_at <= %s", [segment_id, ids, now])
+    return handled

@@ -1,0 +1,80 @@
+"""Celery entry points of the segments app: ids in, one service call, done."""
+
+import logging
+
+from celery import shared_task
+
+from segments.services import realtime, recompute, webhooks
+
+logger = logging.getLogger(__name__)
+
+# Backoff for a failed recompute: 30 s, 2 min, 8 min; then the segment shows as failing until
+# its next scheduled run (which is never skipped).
+RECOMPUTE_RETRIES = 3
+REALTIME_RETRY_LIMIT = 200
+
+
+@shared_task(bind=True, max_retries=RECOMPUTE_RETRIES, acks_late=True)
+def segment_recompute_task(self, run_id: int) -> str:
+    """Run one queued recompute; failures are recorded on the run and the segment, then retried."""
+    try:
+        return recompute.segment_recompute(run_id=run_id).status
+    except Exception as exc:
+        raise self.retry(exc=exc, countdown=30 * 4 ** self.request.retries) from None
+
+
+@shared_task(name="segments.realtime_evaluate", bind=True, acks_late=True, time_limit=300)
+def realtime_evaluate_task(self, profile_ids: list[str], event_names: list[str] = (), trait_names: list[str] = (),
+                           segment_ids: list[int] | None = None, attempt: int = 0) -> dict:
+    """Re-evaluate changed profiles (sent by cdp.hooks.profiles_changed after identity resolution)."""
+    result = realtime.realtime_evaluate(profile_ids=profile_ids, event_names=event_names, trait_names=trait_names,
+                                        segment_ids=segment_ids)
+    if result.locked:
+        if attempt < REALTIME_RETRY_LIMIT:
+            # A recompute holds those segments; it cannot have seen this change if it began
+            # earlier, so evaluate again once it has swapped.
+            realtime_evaluate_task.apply_async(
+                kwargs={"profile_ids": profile_ids, "event_names": event_names, "trait_names": trait_names,
+                        "segment_ids": result.locked, "attempt": attempt + 1},
+                countdown=min(5.0, 0.5 * (attempt + 1)))
+        else:
+            logger.warning("real-time evaluation gave up waiting for a recompute",
+                           extra={"segment_ids": result.locked, "profiles": len(profile_ids)})
+    return {"evaluated": len(result.evaluated), "entered": result.entered, "exited": result.exited,
+            "removed": result.removed, "locked": len(result.locked)}
+
+
+@shared_task(time_limit=300)
+def timers_sweep_task() -> int:
+    """Re-evaluate profiles whose answer may have changed by time alone; continue while busy."""
+    handled = realtime.timers_sweep()
+    if handled >= realtime.SWEEP_LIMIT:
+        timers_sweep_task.delay()
+    return handled
+
+
+@shared_task(time_limit=120)
+def recompute_dispatch_task() -> int:
+    """Queue the segments whose schedule is due (beat, every 30 s)."""
+    return recompute.recompute_dispatch()
+
+
+@shared_task(time_limit=1800)
+def membership_cleanup_task(segment_id: int) -> int:
+    """Delete membership rows closed by a recompute, in batches."""
+    return recompute.membership_cleanup(segment_id=segment_id)
+
+
+@shared_task(time_limit=60)
+def webhook_deliver_task(delivery_id: int) -> str | None:
+    """One attempt of one webhook delivery."""
+    return webhooks.webhook_deliver(delivery_id=delivery_id)
+
+
+@shared_task(time_limit=60)
+def webhooks_deliver_due_task() -> int:
+    """Send every due webhook delivery (after changes, and on beat for retries)."""
+    due = webhooks.webhooks_due()
+    for delivery_id in due:
+        webhook_deliver_task.delay(delivery_id=delivery_id)
+    return len(due)
