@@ -49,6 +49,9 @@ class Registry:
     locations: list[PiiLocation] = field(default_factory=list)
     no_pii: list[NoPii] = field(default_factory=list)
     encrypted_columns: list[EncryptedColumn] = field(default_factory=list)
+    # Tables emptied together with every profile (`profiles_wipe`, demo reloads): rows about
+    # profiles that TRUNCATE ... CASCADE cannot reach because they carry no foreign key.
+    wiped_with_profiles: list[str] = field(default_factory=list)
 
     def declared_models(self) -> set[str]:
         return {entry.model for entry in self.locations} | {entry.model for entry in self.no_pii}
@@ -64,6 +67,7 @@ def registry() -> Registry:
         result.locations.extend(getattr(module, "LOCATIONS", []))
         result.no_pii.extend(getattr(module, "NO_PII", []))
         result.encrypted_columns.extend(getattr(module, "ENCRYPTED_COLUMNS", []))
+        result.wiped_with_profiles.extend(getattr(module, "WIPED_WITH_PROFILES", []))
     return result
 
 

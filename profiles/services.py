@@ -4,6 +4,8 @@ import logging
 
 from django.db import connection, transaction
 
+from cdp.pii import registry
+
 logger = logging.getLogger(__name__)
 
 # Everything that hangs off profiles. CASCADE also empties other apps' tables that point at
@@ -18,10 +20,15 @@ PROFILE_DATA_TABLES = [
 
 @transaction.atomic
 def profiles_wipe() -> None:
-    """Delete every profile and all data about people (demo reloads; never called by the product UI)."""
+    """Delete every profile and all data about people (demo reloads; never called by the product UI).
+
+    Other apps' tables that point at profiles go too: by CASCADE where they have a foreign key,
+    by name where they declare `WIPED_WITH_PROFILES` in their pii.py. The consent ledger stays
+    (append-only evidence; its subjects are keyed hashes)."""
+    tables = PROFILE_DATA_TABLES + registry().wiped_with_profiles
     with connection.cursor() as cursor:
         # Django's foreign keys are DEFERRABLE INITIALLY DEFERRED; rows written earlier in this
         # transaction leave pending checks that TRUNCATE refuses to run over. Fire them now.
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-        cursor.execute(f"TRUNCATE {', '.join(PROFILE_DATA_TABLES)} RESTART IDENTITY CASCADE")
-    logger.warning("all profile data wiped", extra={"tables": len(PROFILE_DATA_TABLES)})
+        cursor.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+    logger.warning("all profile data wiped", extra={"tables": len(tables)})

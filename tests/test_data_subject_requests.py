@@ -38,6 +38,7 @@ from profiles.models import (
     Transaction,
     TransactionItem,
 )
+from segments.models import Membership, MembershipChange, Segment, Timer, WebhookDelivery
 from tests.consent_helpers import decide, decide_for_profile, hash_of, make_person, source
 from tests.helpers import wait_until
 
@@ -98,11 +99,29 @@ def ada_and_bob(db, users, media):
     decide("anonymous_id", ADA["anonymous_id"], {"advertising": False})
     audit_record(actor=users["dan"], action="profile.viewed", object_type="profile", object_id=ada.id)
     audit_record(actor=users["dan"], action="profile.viewed", object_type="profile", object_id=bob.id)
+    _segment_data(ada, bob)
     access = requests.dsr_create(type="access", identifier_kind="email", identifier=ADA["email"],
                                  actor=users["cora"], note="asked by letter, Zenobia Quixotic")
     requests.dsr_assign(request=access, actor=users["cora"])
     requests.dsr_access_export(request_id=access.pk)  # a file on disk holding all her data
     return ada, bob
+
+
+def _segment_data(ada, bob):
+    """Memberships, history, a timer and webhook deliveries: one naming both, one only Ada."""
+    now = datetime.now(UTC)
+    segment = Segment.objects.create(key="loyal", name="Loyal", webhook_url="https://hooks.example.com/x")
+    for person in (ada, bob):
+        Membership.objects.create(segment=segment, profile=person, version_from=1, entered_at=now)
+        MembershipChange.objects.create(segment=segment, profile=person, kind="entered", at=now,
+                                        definition_version=1, membership_version=1, cause="recompute")
+        Timer.objects.create(segment=segment, profile=person, due_at=now + timedelta(days=1))
+    entry = {"at": now.isoformat()}
+    WebhookDelivery.objects.create(segment=segment, event="entered", profile_count=2, payload={
+        "segment": "loyal", "event": "entered",
+        "profiles": [{"profile_id": str(ada.id), **entry}, {"profile_id": str(bob.id), **entry}]})
+    WebhookDelivery.objects.create(segment=segment, event="exited", profile_count=1, payload={
+        "segment": "loyal", "event": "exited", "profiles": [{"profile_id": str(ada.id), **entry}]})
 
 
 def _table_text(model) -> str:
@@ -167,6 +186,14 @@ def test_erasure_leaves_nothing_of_the_person_in_any_registered_location(ada_and
     assert receipt.counts["profiles.TransactionItem"] == {"deleted": 1}
     assert receipt.counts["profiles.RejectedEvent"] == {"deleted": 3}
     assert receipt.counts["profiles.Profile"] == {"deleted": 1}
+    assert receipt.counts["segments.Membership"] == {"deleted": 1}
+    assert receipt.counts["segments.MembershipChange"] == {"deleted": 1}
+    assert receipt.counts["segments.Timer"] == {"deleted": 1}
+    assert receipt.counts["segments.WebhookDelivery"] == {"changed": 2}
+    # The delivery naming both keeps Bob; the one naming only Ada is gone.
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.profile_count, delivery.payload["profiles"][0]["profile_id"]) == (1, str(bob.id))
+    assert Membership.objects.filter(profile=bob).count() == 1
     assert receipt.counts["consent.AuditEntry"] == {"changed": 1}
     assert receipt.counts["consent.DataSubjectRequest"] == {"changed": 2}
     assert (receipt.performed_by, receipt.profiles, receipt.suppressed_identifiers) == (users["cora"], 1, 5)

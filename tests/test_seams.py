@@ -81,3 +81,21 @@ def test_audit_entries_carry_actor_action_and_no_payload(users):
                          details={"tab": "timeline"})
     assert AuditEntry.objects.get() == entry
     assert (entry.actor, entry.action, entry.object_id) == (users["dan"], "profile.viewed", "p-1")
+
+
+def test_a_wipe_also_empties_tables_that_point_at_profiles_without_a_foreign_key(db):
+    from datetime import UTC, datetime
+
+    from profiles.models import Profile
+    from profiles.services import profiles_wipe
+    from segments.models import MembershipChange, Segment, Timer
+
+    now = datetime.now(UTC)
+    profile = Profile.objects.create()
+    segment = Segment.objects.create(key="s", name="S")
+    MembershipChange.objects.create(segment=segment, profile=profile, kind="entered", at=now, definition_version=1,
+                                    membership_version=1, cause="recompute")
+    Timer.objects.create(segment=segment, profile=profile, due_at=now)
+    profiles_wipe()
+    assert (Profile.objects.count(), MembershipChange.objects.count(), Timer.objects.count()) == (0, 0, 0)
+    assert Segment.objects.filter(pk=segment.pk).exists()

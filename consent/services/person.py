@@ -21,6 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import orjson
 import phonenumbers
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
@@ -158,7 +159,20 @@ def _rejected_event_ids(person: Person) -> list[int]:
     return found
 
 
-_SEARCHED = {"profiles.RejectedEvent": _rejected_event_ids}
+def _webhook_delivery_ids(person: Person) -> list[int]:
+    """Segment webhook deliveries whose payload lists one of the person's profiles (payload
+    {"profiles": [{"profile_id": ..., "at": ...}, ...]}); a scan kept small by the delivery log's
+    own clean-up."""
+    if not person.profile_ids:
+        return []
+    probes = [orjson.dumps([{"profile_id": str(profile_id)}]).decode() for profile_id in person.profile_ids]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id FROM segments_webhookdelivery WHERE payload->'profiles' @> ANY(%s::jsonb[])",
+                       [probes])
+        return [row[0] for row in cursor.fetchall()]
+
+
+_SEARCHED = {"profiles.RejectedEvent": _rejected_event_ids, "segments.WebhookDelivery": _webhook_delivery_ids}
 
 
 def person_rows(location: PiiLocation, person: Person):
@@ -199,7 +213,28 @@ def _keep(person: Person, queryset) -> int:
     return 0
 
 
+def _webhook_deliveries_strip(person: Person, queryset) -> int:
+    """Remove the person's entries from delivery payloads (the rows still serve the other people
+    in them); a delivery left with nobody is deleted, so nothing about the person is sent later."""
+    ids = list(queryset.values_list("id", flat=True))
+    if not ids:
+        return 0
+    people = [str(profile_id) for profile_id in person.profile_ids]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE segments_webhookdelivery d SET payload = jsonb_set(d.payload, '{profiles}', kept.list), "
+            "profile_count = kept.n FROM (SELECT id, coalesce(jsonb_agg(e) FILTER (WHERE NOT "
+            "(e->>'profile_id' = ANY(%(people)s))), '[]'::jsonb) AS list, count(e) FILTER (WHERE NOT "
+            "(e->>'profile_id' = ANY(%(people)s))) AS n FROM segments_webhookdelivery, "
+            "jsonb_array_elements(payload->'profiles') e WHERE id = ANY(%(ids)s) GROUP BY id) kept "
+            "WHERE d.id = kept.id", {"people": people, "ids": ids})
+        changed = cursor.rowcount
+        cursor.execute("DELETE FROM segments_webhookdelivery WHERE id = ANY(%s) AND profile_count = 0", [ids])
+    return changed
+
+
 _KEEP_HASHED = {
+    "segments.WebhookDelivery": _webhook_deliveries_strip,
     "consent.AuditEntry": _audit_pseudonymise,
     "consent.DataSubjectRequest": _requests_pseudonymise,
     "consent.ConsentRecord": _keep,  # keyed hashes only, append-only evidence
