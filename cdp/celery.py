@@ -26,4 +26,14 @@ app.conf.beat_schedule = {
         "task": "profiles.tasks.event_partitions_ensure_task",
         "schedule": crontab(minute=7, hour="*/6"),
     },
+    # Imports (issue 4): RFM's T grows every day, so rebuild everyone's computed traits nightly;
+    # and fail imports whose worker died (their transaction rolled back).
+    "computed-traits-rebuild": {
+        "task": "profiles.computed_traits_rebuild",
+        "schedule": crontab(minute=30, hour=2),
+    },
+    "imports-stale-fail": {
+        "task": "profiles.imports_stale_fail",
+        "schedule": crontab(minute="*/5"),
+    },
 }

@@ -237,3 +237,12 @@ CDP_DEFAULT_PHONE_REGION = env_str("CDP_DEFAULT_PHONE_REGION", "").upper() or No
 # Demo data loaded by `make run` into an empty database.
 CDP_DEMO_PROFILES = env_int("CDP_DEMO_PROFILES", 20000, minimum=0)
 CDP_DEMO_DAYS = env_int("CDP_DEMO_DAYS", 90, minimum=1)
+
+# --- imports (issue 4): uploaded files, limits and chunking of the import pipeline.
+# Uploads are kept under CDP_IMPORT_DIR until the job is deleted; web and worker must share it.
+CDP_IMPORT_DIR = Path(env_str("CDP_IMPORT_DIR", str(MEDIA_ROOT / "imports"))).resolve()
+CDP_IMPORT_MAX_BYTES = env_int("CDP_IMPORT_MAX_BYTES", 1 << 30, minimum=1024)
+CDP_IMPORT_CHUNK_ROWS = env_int("CDP_IMPORT_CHUNK_ROWS", 50_000, minimum=100)
+CDP_IMPORT_TIME_LIMIT = env_int("CDP_IMPORT_TIME_LIMIT", 4 * 3600, minimum=60)
+# A running import whose worker stopped reporting for this long is marked failed.
+CDP_IMPORT_STALE_SECONDS = env_int("CDP_IMPORT_STALE_SECONDS", 600, minimum=30)

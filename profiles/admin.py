@@ -98,3 +98,59 @@ class TransactionItemAdmin(admin.ModelAdmin):
 class RejectedEventAdmin(admin.ModelAdmin):
     list_display = ("received_at", "reason", "source", "batch_index", "replayed_at")
     list_filter = ("reason",)
+
+
+# --- imports
+
+
+@admin.register(models.ImportMapping)
+class ImportMappingAdmin(admin.ModelAdmin):
+    list_display = ("name", "kind", "created_by", "updated_at")
+    list_filter = ("kind",)
+    search_fields = ("name",)
+
+
+@admin.register(models.ImportJob)
+class ImportJobAdmin(admin.ModelAdmin):
+    list_display = ("id", "kind", "source", "status", "file_name", "rows_loaded", "rows_rejected", "created_by",
+                    "created_at")
+    list_filter = ("kind", "status")
+    readonly_fields = ("backend_pid", "backend_started_at", "heartbeat_at")
+    raw_id_fields = ("mapping",)
+
+
+@admin.register(models.ImportRowError)
+class ImportRowErrorAdmin(admin.ModelAdmin):
+    list_display = ("job", "row_number", "column", "reason")
+    raw_id_fields = ("job",)
+    exclude = ("value",)
+    show_full_result_count = False
+
+
+@admin.register(models.PendingMerge)
+class PendingMergeAdmin(admin.ModelAdmin):
+    list_display = ("profile_a", "profile_b", "reason", "job", "created_at", "handled_at")
+    raw_id_fields = ("job", "profile_a", "profile_b")
+
+
+@admin.register(models.PendingConsent)
+class PendingConsentAdmin(admin.ModelAdmin):
+    list_display = ("profile", "purpose", "granted", "stated_at", "job", "handed_over_at")
+    list_filter = ("purpose", "granted")
+    raw_id_fields = ("job", "profile", "source")
+    show_full_result_count = False
+
+
+@admin.register(models.EmailDigest)
+class EmailDigestAdmin(admin.ModelAdmin):
+    list_display = ("identity",)
+    raw_id_fields = ("identity",)
+    exclude = ("digest_hash",)
+    show_full_result_count = False
+
+
+@admin.register(models.TraitProvenance)
+class TraitProvenanceAdmin(admin.ModelAdmin):
+    list_display = ("profile",)
+    raw_id_fields = ("profile",)
+    show_full_result_count = False
