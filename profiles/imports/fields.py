@@ -61,7 +61,7 @@ TRANSACTION_FIELDS = {
     "order_id": Field("order_id", "Order id", "id", ("order", "order no", "order number", "transaction id",
                                                      "receipt", "receipt no", "invoice", "invoice number",
                                                      "bestellnummer"), max_length=100),
-    "timestamp": Field("timestamp", "Date / time", "datetime", ("date", "order date", "purchase date", "datetime",
+    "timestamp": Field("timestamp", "Date / time", "datetime", ("date", "order date", "purchase date", "datetime", "ordered at", "order time", "purchased at", "sold at",
                                                                 "time", "transaction date", "created at", "datum")),
     "amount": Field("amount", "Amount", "amount", ("total", "value", "revenue", "price", "order total", "sales",
                                                    "betrag", "montant", "line total")),
