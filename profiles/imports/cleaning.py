@@ -169,6 +169,28 @@ def decimal_comma_guess(values: list[str]) -> bool:
 def clean_amounts(series: pd.Series, decimal_comma: bool) -> tuple[Cleaned, pd.Series]:
     """Amounts with thousands separators and currency symbols -> numbers; also the currency the
     symbol or code names ('€1.234,50' -> 1234.5, 'EUR')."""
+    if not decimal_comma:
+        # Fast path: most exports write plain numbers ("12.50"), which pandas parses in C; only
+        # the rest goes through the regular expressions.
+        plain = pd.to_numeric(series.where(series != "", None), errors="coerce")
+        slow = (plain.isna() & (series != "")).to_numpy()
+        if slow.any():
+            cleaned, currency = _clean_amounts_text(series[slow], decimal_comma)
+            plain = plain.astype(float)
+            plain[slow] = cleaned.values
+            bad = np.zeros(len(series), dtype=bool)
+            bad[slow] = cleaned.bad
+            reason = pd.Series("not an amount", index=series.index)
+            reason[slow] = cleaned.reason
+            too_big = (plain.abs() >= 1e12).fillna(False).to_numpy(dtype=bool)
+            reason[too_big] = "amount too large"
+            return Cleaned(plain.round(2), bad | too_big, reason), currency.reindex(series.index, fill_value="")
+        too_big = (plain.abs() >= 1e12).fillna(False).to_numpy(dtype=bool)
+        return Cleaned(plain.round(2), too_big, "amount too large"), pd.Series("", index=series.index)
+    return _clean_amounts_text(series, decimal_comma)
+
+
+def _clean_amounts_text(series: pd.Series, decimal_comma: bool) -> tuple[Cleaned, pd.Series]:
     symbol = series.str.extract(_SYMBOL_IN_AMOUNT, expand=False).str.lower().map(CURRENCY_SYMBOLS)
     code = series.str.extract(_CODE_IN_AMOUNT, expand=False).str.upper()
     code = code.where(code.isin(iso_currencies()))
@@ -190,6 +212,11 @@ def clean_amounts(series: pd.Series, decimal_comma: bool) -> tuple[Cleaned, pd.S
 
 
 def clean_integers(series: pd.Series) -> Cleaned:
+    plain = pd.to_numeric(series.where(series != "", None), errors="coerce")
+    if not (plain.isna() & (series != "")).any():  # fast path: plain digits
+        whole = plain.isna() | (plain == plain.round())
+        bad = ~whole.to_numpy(dtype=bool) | (plain.abs() > 2_000_000_000).fillna(False).to_numpy(dtype=bool)
+        return Cleaned(plain.where(~bad).astype("Int64"), bad, "not a whole number")
     text = series.str.replace(r"[\s']", "", regex=True).str.replace(r"\.0+$", "", regex=True)
     number = pd.to_numeric(text.where(text != "", None), errors="coerce")
     whole = number.isna() | (number == number.round())

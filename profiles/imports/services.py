@@ -10,6 +10,7 @@ import hashlib
 import io
 import logging
 import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -334,47 +335,57 @@ def _record_backend(reporter: ProgressReporter, job: ImportJob) -> None:
 
 
 class _ErrorWriter:
-    """COPYs report lines into profiles_importrowerror (values encrypted) in the import's transaction."""
+    """Report lines (values encrypted) spooled to a temporary file while the stage COPY owns the
+    connection, then COPYed into profiles_importrowerror inside the import's transaction."""
 
-    def __init__(self, cursor, job_id: int):
-        self.cursor = cursor
+    def __init__(self, job_id: int):
         self.job_id = job_id
         self.rows: set[int] = set()
+        self.spool = tempfile.SpooledTemporaryFile(max_size=32 << 20, mode="w+", newline="")
+        self.writer = csv.writer(self.spool, quoting=csv.QUOTE_ALL)  # "" stays an empty string, not NULL
 
-    def write(self, lines: Iterable[tuple]) -> None:
-        buffer = []
+    def add(self, lines: Iterable[tuple]) -> None:
         for row_number, column, value, reason in lines:
             self.rows.add(int(row_number))
-            buffer.append((self.job_id, int(row_number), str(column)[:255], crypto.encrypt(str(value or "")),
-                           str(reason)[:300]))
-        if not buffer:
-            return
-        with self.cursor.copy('COPY profiles_importrowerror (job_id, row_number, "column", value, reason) '
-                              "FROM STDIN") as copy:
-            for record in buffer:
-                copy.write_row(record)
+            self.writer.writerow((self.job_id, int(row_number), str(column)[:255], crypto.encrypt(str(value or "")),
+                                  str(reason)[:300]))
+
+    def flush(self, cursor) -> None:
+        self.spool.seek(0)
+        with cursor.copy('COPY profiles_importrowerror (job_id, row_number, "column", value, reason) '
+                         "FROM STDIN (FORMAT csv)") as copy:
+            while block := self.spool.read(1 << 20):
+                copy.write(block)
+        self.spool.close()
 
 
 def _import_file(job: ImportJob, reporter: ProgressReporter) -> dict:
     plan = import_plan(job=job)
     with connection.cursor() as django_cursor:
         cursor = django_cursor.cursor
-        stager = loading.Stager(cursor, plan)
-        errors = _ErrorWriter(cursor, job.id)
+        cursor.execute("SET LOCAL client_connection_check_interval = '2s'")
+        errors = _ErrorWriter(job.id)
         rows_done = blank = 0
         reporter.update(rows_done=0, rows_total=job.rows_total, force=True)
-        for chunk in iter_chunks(Path(job.file_path), file_info(job), chunk_rows=settings.CDP_IMPORT_CHUNK_ROWS):
-            prepared: Prepared = chunk_prepare(chunk, plan)
-            stager.write(prepared.valid)
-            errors.write(prepared.errors.itertuples(index=False, name=None))
-            blank += prepared.blank_rows
-            rows_done += len(chunk.frame) + len(chunk.bad_lines)
-            reporter.update(rows_done=rows_done, rows_total=max(rows_done, job.rows_total or 0))
+        stager = loading.Stager(cursor, plan)
+        try:
+            for chunk in iter_chunks(Path(job.file_path), file_info(job), chunk_rows=settings.CDP_IMPORT_CHUNK_ROWS):
+                prepared: Prepared = chunk_prepare(chunk, plan)
+                stager.write(prepared.valid)
+                errors.add(prepared.errors.itertuples(index=False, name=None))
+                blank += prepared.blank_rows
+                rows_done += len(chunk.frame) + len(chunk.bad_lines)
+                reporter.update(rows_done=rows_done, rows_total=max(rows_done, job.rows_total or 0))
+        except BaseException:
+            stager.abort()
+            raise
+        stager.close()
         reporter.update(rows_done=rows_done, rows_total=rows_done, force=True)
         result, report = loading.load(cursor, plan, job_id=job.id, source_id=job.source_id,
                                       authoritative=job.source.is_authoritative,
                                       on_phase=lambda phase: reporter.update(phase=phase))
-        errors.write(report)
+        errors.add(report)
+        errors.flush(cursor)
     for start in range(0, len(result.touched_profiles), HOOK_BATCH):
         hooks.transactions_changed(profile_ids=result.touched_profiles[start:start + HOOK_BATCH])
     duplicates = result.rows_duplicate
@@ -473,3 +484,12 @@ def import_delete_file(*, job: ImportJob) -> None:
     path = Path(job.file_path)
     if Path(settings.CDP_IMPORT_DIR).resolve() in path.resolve().parents:
         shutil.rmtree(path.parent, ignore_errors=True)
+
+
+def sample_rows_for(*, job: ImportJob, rows: int = 3) -> dict[str, list[str]]:
+    """A few raw values per column (shown beside each header on the mapping step)."""
+    try:
+        chunk = sample_rows(Path(job.file_path), file_info(job), rows=rows)
+    except ImportFileError:
+        return {}
+    return {header: [v for v in chunk.frame[header].tolist() if v][:rows] for header in job.headers}
