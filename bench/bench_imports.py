@@ -84,11 +84,11 @@ def raw_copy(path: Path) -> float:
         cursor.execute("CREATE INDEX ON bench_raw_transaction (ordered_at)")
         connection.commit() if not connection.get_autocommit() else None
         began = time.perf_counter()
-        with cursor.cursor.copy("COPY bench_raw_transaction (order_id, customer_id, ordered_at, amount, currency, "
-                                "product, category, quantity, channel, store) FROM STDIN (FORMAT csv, HEADER)") as copy:
-            with open(path, "rb") as handle:
-                while block := handle.read(1 << 20):
-                    copy.write(block)
+        statement = ("COPY bench_raw_transaction (order_id, customer_id, ordered_at, amount, currency, product, "
+                     "category, quantity, channel, store) FROM STDIN (FORMAT csv, HEADER)")
+        with cursor.cursor.copy(statement) as copy, open(path, "rb") as handle:
+            while block := handle.read(1 << 20):
+                copy.write(block)
         seconds = time.perf_counter() - began
         cursor.execute("DROP TABLE bench_raw_transaction")
     return seconds

@@ -286,10 +286,10 @@ def identities_resolve(cursor, plan: Plan) -> None:
     values = sql.SQL(", ").join(
         sql.SQL("({}, {}, {}, {}, {})").format(
             sql.Literal(position), sql.Literal(kind), sql.Identifier(f"{kind}_hash"), sql.Identifier(f"{kind}_value"),
-            sql.SQL("s.email_digest") if kind == Identity.Kind.EMAIL else sql.SQL("NULL::bytea"))
+            sql.SQL("encode(s.email_digest, 'hex')") if kind == Identity.Kind.EMAIL else sql.SQL("NULL::text"))
         for position, kind in enumerate(kinds, start=1))
     if plan.kind != F.TRANSACTIONS:
-        values = sql.SQL("{}, (9, {}, s.sha_digest, NULL, NULL::bytea)").format(values, sql.Literal(SHA256_KIND))
+        values = sql.SQL("{}, (9, {}, s.sha_digest, NULL, NULL::text)").format(values, sql.Literal(SHA256_KIND))
     cursor.execute(sql.SQL("""
         CREATE TEMP TABLE import_row_ident ON COMMIT DROP AS
         SELECT s.row_number, v.priority, v.kind, v.hash, v.value, v.digest
@@ -297,11 +297,13 @@ def identities_resolve(cursor, plan: Plan) -> None:
         WHERE v.hash IS NOT NULL""").format(values))
     cursor.execute("CREATE INDEX ON import_row_ident (row_number)")
     cursor.execute("ANALYZE import_row_ident")
+    # GROUP BY (hash aggregate) instead of DISTINCT ON (a sort of every row). Any row's value
+    # will do: for emails and phones each is a ciphertext of the same normalised identifier.
     cursor.execute("""
         CREATE TEMP TABLE import_ident ON COMMIT DROP AS
-        SELECT DISTINCT ON (kind, hash) kind, hash, value, digest, row_number AS first_row,
+        SELECT kind, hash, min(value) AS value, min(digest) AS digest, min(row_number) AS first_row,
                NULL::bigint AS identity_id, NULL::uuid AS profile_id
-        FROM import_row_ident ORDER BY kind, hash, row_number""")
+        FROM import_row_ident GROUP BY kind, hash""")
     cursor.execute("CREATE INDEX ON import_ident (kind, hash)")
     cursor.execute("ANALYZE import_ident")
     identities_refresh(cursor)
@@ -384,7 +386,8 @@ def identities_insert(cursor, source_id: int) -> list[tuple]:
     identities_refresh(cursor)
     cursor.execute("""
         INSERT INTO profiles_emaildigest (identity_id, digest_hash)
-        SELECT identity_id, digest FROM import_ident WHERE kind = %s AND digest IS NOT NULL AND identity_id IS NOT NULL
+        SELECT identity_id, decode(digest, 'hex') FROM import_ident
+        WHERE kind = %s AND digest IS NOT NULL AND identity_id IS NOT NULL
         ON CONFLICT (identity_id) DO NOTHING""", [Identity.Kind.EMAIL])
     # Star edges: each row's first identifier (by priority) to each of its others. Grouping per
     # row (no self-join) keeps this linear in the rows.
@@ -513,20 +516,28 @@ def consents_stage(cursor, job_id: int, source_id: int) -> int:
 def transactions_insert(cursor, source_id: int) -> tuple[int, list]:
     """Orders (rows sharing an order id are its lines) ON CONFLICT (source, order_id) DO NOTHING,
     with one item per line; returns the count and the profiles that got new orders."""
-    cursor.execute(sql.SQL("""
-        CREATE TEMP TABLE import_orders ON COMMIT DROP AS
-        WITH orders AS (
+    cursor.execute("SELECT EXISTS (SELECT 1 FROM import_stage GROUP BY order_id HAVING count(*) > 1)")
+    if cursor.fetchone()[0]:
+        orders = sql.SQL("""
             SELECT s.order_id, min(t.profile_id::text)::uuid AS profile_id, sum(s.amount) AS amount,
                    min(s.currency) AS currency, min(s.channel) AS channel, coalesce(min(s.store), '') AS store,
                    min({ts}) AS ts
-            FROM import_stage s JOIN import_target t USING (row_number) GROUP BY s.order_id),
+            FROM import_stage s JOIN import_target t USING (row_number) GROUP BY s.order_id""").format(ts=sql.SQL(TS))
+    else:  # one line per order (the common export): no aggregation needed
+        orders = sql.SQL("""
+            SELECT s.order_id, t.profile_id, s.amount, s.currency, s.channel, coalesce(s.store, '') AS store,
+                   {ts} AS ts
+            FROM import_stage s JOIN import_target t USING (row_number)""").format(ts=sql.SQL(TS))
+    cursor.execute(sql.SQL("""
+        CREATE TEMP TABLE import_orders ON COMMIT DROP AS
+        WITH orders AS ({orders}),
         inserted AS (
             INSERT INTO profiles_transaction (source_id, order_id, profile_id, amount, currency, channel, store,
                                               timestamp, created_at)
             SELECT %s, order_id, profile_id, amount, currency, channel, store, ts, now() FROM orders
             ON CONFLICT (source_id, order_id) DO NOTHING
             RETURNING id, order_id, profile_id)
-        SELECT * FROM inserted""").format(ts=sql.SQL(TS)), [source_id])
+        SELECT * FROM inserted""").format(orders=orders), [source_id])
     cursor.execute("ANALYZE import_orders")
     cursor.execute("""
         INSERT INTO profiles_transactionitem (transaction_id, product_sku, product_name, category, price, quantity)

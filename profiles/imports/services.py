@@ -230,8 +230,9 @@ def _ensure_date_choice(job: ImportJob, options: dict) -> None:
 
 
 @transaction.atomic
-def import_start(*, job: ImportJob, user) -> ImportJob:
-    """Queue the import (the task is sent once this transaction commits)."""
+def import_start(*, job: ImportJob, user, enqueue: bool = True) -> ImportJob:
+    """Queue the import (the task is sent once this transaction commits; `enqueue=False` when
+    the caller runs it itself, as the CLI does)."""
     options = dict(job.options)
     _ensure_date_choice(job, options)
     import_plan(job=job, options=options)
@@ -241,7 +242,8 @@ def import_start(*, job: ImportJob, user) -> ImportJob:
         raise MappingError(["This import has already been started."])
     audit_record(actor=user, action="import.started", object_type="import", object_id=job.id,
                  details={"kind": job.kind, "columns": len([t for t in job.columns.values() if t])})
-    transaction.on_commit(lambda: current_app.send_task(RUN_TASK, kwargs={"job_id": job.id}))
+    if enqueue:
+        transaction.on_commit(lambda: current_app.send_task(RUN_TASK, kwargs={"job_id": job.id}))
     job.refresh_from_db()
     return job
 
@@ -341,7 +343,8 @@ class _ErrorWriter:
     def __init__(self, job_id: int):
         self.job_id = job_id
         self.rows: set[int] = set()
-        self.spool = tempfile.SpooledTemporaryFile(max_size=32 << 20, mode="w+", newline="")
+        # Closed by flush(); a failed import drops it with the process's garbage.
+        self.spool = tempfile.SpooledTemporaryFile(max_size=32 << 20, mode="w+", newline="")  # noqa: SIM115
         self.writer = csv.writer(self.spool, quoting=csv.QUOTE_ALL)  # "" stays an empty string, not NULL
 
     def add(self, lines: Iterable[tuple]) -> None:
