@@ -89,3 +89,18 @@ def test_quintile_scores_and_segment_labels_follow_the_rule_table(users, shop):
     }
     # A rebuild with nothing changed writes nothing.
     assert computed_traits_rebuild(as_of=AS_OF).profiles == 0
+
+
+def test_the_command_rebuilds_and_the_profile_page_shows_the_segment(users, shop, client):
+    import io
+
+    from django.core.management import call_command
+
+    run_import(user=users["dan"], source=shop, kind="transactions", content=_ladder_file())
+    out = io.StringIO()
+    call_command("computed_traits_rebuild", "--as-of", AS_OF.isoformat(), stdout=out)
+    assert out.getvalue().startswith("Computed traits written for 5 profiles")
+    k5 = _traits("K5")
+    client.force_login(users["dan"])
+    page = client.get(f"/profiles/{k5.profile_id}/").content.decode()
+    assert "champions" in page and "R 5 · F 5 · M 5" in page
