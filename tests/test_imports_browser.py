@@ -13,13 +13,13 @@ from tests.helpers import browser_login
 pytestmark = pytest.mark.browser
 
 CRM_EXPORT = (
-    "Kontakt,Customer ID,First name,Gender,Age,City\n"
-    "ann@example.com,C1,Ann,F,34,Berlin\n"
-    "bob@example,C2,Bob,M,40,Paris\n"
-    "cid@example.com,C3,Cid,male,130,Rome\n"
-    ",,Dee,F,20,Oslo\n"
-    "eve@example.com,C5,Eve,female,28,Lyon\n"
-).encode()
+    b"Kontakt,Customer ID,First name,Gender,Age,City\n"
+    b"ann@example.com,C1,Ann,F,34,Berlin\n"
+    b"bob@example,C2,Bob,M,40,Paris\n"
+    b"cid@example.com,C3,Cid,male,130,Rome\n"
+    b",,Dee,F,20,Oslo\n"
+    b"eve@example.com,C5,Eve,female,28,Lyon\n"
+)
 
 
 def test_upload_map_watch_progress_and_download_the_error_report(page, live_server, users, celery_worker_process,

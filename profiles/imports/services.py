@@ -12,6 +12,7 @@ import logging
 import shutil
 import tempfile
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -319,7 +320,9 @@ def import_execute(*, job_id: int, on_progress: Callable[[Snapshot], None] | Non
             _fail(job, Status.FAILED, f"The database refused the import ({type(exc).__name__}). Nothing from this "
                                       "file was loaded.")
     except Exception as exc:
-        logger.exception("import failed", extra={"job_id": job.id, "error": type(exc).__name__})
+        # Frames only: an exception's message can quote row values (personal data).
+        logger.error("import failed", extra={"job_id": job.id, "error": type(exc).__name__,
+                                             "where": "".join(traceback.format_tb(exc.__traceback__)[-4:])})
         _fail(job, Status.FAILED, f"Internal error ({type(exc).__name__}). Nothing from this file was loaded.")
     finally:
         reporter.close()
