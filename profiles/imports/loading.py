@@ -10,7 +10,7 @@ looked up on `profiles_identity (kind, value_hash)` (unique index identity_kind_
 import io
 import queue
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import orjson
@@ -65,7 +65,6 @@ class LoadResult:
     transactions_created: int = 0
     merge_pairs: int = 0
     consents: int = 0
-    touched_profiles: list = field(default_factory=list)
 
 
 def _hex(digest: bytes) -> str:
@@ -513,9 +512,9 @@ def consents_stage(cursor, job_id: int, source_id: int) -> int:
         ON CONFLICT (profile_id, purpose, stated_at, granted) DO NOTHING""", [job_id, source_id])
 
 
-def transactions_insert(cursor, source_id: int) -> tuple[int, list]:
+def transactions_insert(cursor, source_id: int) -> int:
     """Orders (rows sharing an order id are its lines) ON CONFLICT (source, order_id) DO NOTHING,
-    with one item per line; returns the count and the profiles that got new orders."""
+    with one item per line; returns how many orders were new."""
     cursor.execute("SELECT EXISTS (SELECT 1 FROM import_stage GROUP BY order_id HAVING count(*) > 1)")
     if cursor.fetchone()[0]:
         orders = sql.SQL("""
@@ -546,9 +545,16 @@ def transactions_insert(cursor, source_id: int) -> tuple[int, list]:
         FROM import_orders o JOIN import_stage s ON s.order_id = o.order_id
         WHERE s.sku IS NOT NULL OR s.product IS NOT NULL OR s.category IS NOT NULL""")
     cursor.execute("SELECT count(*) FROM import_orders")
-    created = cursor.fetchone()[0]
-    cursor.execute("SELECT DISTINCT profile_id FROM import_orders")
-    return created, [row[0] for row in cursor.fetchall()]
+    return cursor.fetchone()[0]
+
+
+def touched_profile_batches(connection, batch: int):
+    """Profiles that got new orders, `batch` ids at a time, through a server-side cursor (a big
+    import touches millions; they never all sit in the worker's memory)."""
+    with connection.cursor(name="import_touched") as cursor:
+        cursor.execute("SELECT DISTINCT profile_id::text FROM import_orders")
+        while rows := cursor.fetchmany(batch):
+            yield [row[0] for row in rows]
 
 
 def counts(cursor) -> tuple[int, int, int]:
@@ -580,7 +586,7 @@ def load(cursor, plan: Plan, *, job_id: int, source_id: int, authoritative: bool
     result.merge_pairs = merge_requests_submit(pairs=pairs, job_id=job_id)
     if plan.kind == F.TRANSACTIONS:
         on_phase("loading transactions")
-        result.transactions_created, result.touched_profiles = transactions_insert(cursor, source_id)
+        result.transactions_created = transactions_insert(cursor, source_id)
     else:
         on_phase("updating traits")
         traits_update(cursor, plan, source_id, authoritative)

@@ -392,8 +392,9 @@ def _import_file(job: ImportJob, reporter: ProgressReporter) -> dict:
                                       on_phase=lambda phase: reporter.update(phase=phase))
         errors.add(report)
         errors.flush(cursor)
-    for start in range(0, len(result.touched_profiles), HOOK_BATCH):
-        hooks.transactions_changed(profile_ids=result.touched_profiles[start:start + HOOK_BATCH])
+        if plan.kind == F.TRANSACTIONS:
+            for batch in loading.touched_profile_batches(cursor.connection, HOOK_BATCH):
+                hooks.transactions_changed(profile_ids=batch)
     duplicates = result.rows_duplicate
     return {"rows_total": rows_done - blank, "rows_loaded": result.rows_loaded,
             "rows_rejected": len(errors.rows) - duplicates, "rows_duplicate": duplicates,

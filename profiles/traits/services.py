@@ -10,7 +10,7 @@ them against the breakpoints of everyone else's current values.
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from django.db import connection, transaction
 from psycopg import sql
@@ -47,78 +47,102 @@ def _segment_case() -> sql.Composable:
 
 
 def _aggregate(cursor, *, profile_ids: list[str] | None, as_of: date) -> None:
-    """Fill temp table traits_new with one row per profile that has purchases up to `as_of`."""
+    """Fill temp table traits_new with one row per profile that has purchases up to `as_of`.
+
+    One pass over the orders grouped by (profile, UTC day) gives everything but the favourite
+    category: orders, spend, first/last order, and the BTYD figures from the purchase days.
+    """
     only = sql.SQL("AND profile_id = ANY(%(ids)s::uuid[])") if profile_ids is not None else sql.SQL("")
+    only_t = sql.SQL("AND t.profile_id = ANY(%(ids)s::uuid[])") if profile_ids is not None else sql.SQL("")
     # Index transaction_profile_ts_idx (profile_id, timestamp) serves the incremental case.
     cursor.execute(sql.SQL("""
-        CREATE TEMP TABLE traits_tx ON COMMIT DROP AS
-        SELECT id, profile_id, amount, timestamp, (timestamp AT TIME ZONE 'UTC')::date AS day
-        FROM profiles_transaction
-        WHERE profile_id IS NOT NULL AND timestamp < (%(as_of)s::date + 1)::timestamp AT TIME ZONE 'UTC' {only}
-    """).format(only=only), {"ids": profile_ids, "as_of": as_of})
-    cursor.execute("""
         CREATE TEMP TABLE traits_new ON COMMIT DROP AS
-        WITH orders AS (
-            SELECT profile_id, count(*) AS order_count, sum(amount) AS total_spent, min(timestamp) AS first_at,
-                   max(timestamp) AS last_at
-            FROM traits_tx GROUP BY profile_id),
-        days AS (
-            SELECT profile_id, day, sum(amount) AS value, min(day) OVER (PARTITION BY profile_id) AS first_day
-            FROM traits_tx GROUP BY profile_id, day),
-        rfm AS (
-            SELECT profile_id, count(*) - 1 AS frequency, max(day) - min(day) AS recency,
-                   %(as_of)s::date - min(day) AS t,
-                   coalesce(sum(value) FILTER (WHERE day > first_day) / nullif(count(*) - 1, 0), 0) AS monetary
+        WITH days AS (
+            SELECT profile_id, (timestamp AT TIME ZONE 'UTC')::date AS day, count(*) AS orders, sum(amount) AS value,
+                   min(timestamp) AS first_at, max(timestamp) AS last_at
+            FROM profiles_transaction
+            WHERE profile_id IS NOT NULL AND timestamp < %(end)s {only}
+            GROUP BY 1, 2),
+        per_profile AS (
+            SELECT profile_id, sum(orders)::int AS order_count, sum(value) AS total_spent, min(first_at) AS first_at,
+                   max(last_at) AS last_at, count(*) - 1 AS frequency, max(day) - min(day) AS recency,
+                   %(as_of)s::date - min(day) AS t, (array_agg(value ORDER BY day))[1] AS first_day_value
             FROM days GROUP BY profile_id),
         favourite AS (
-            SELECT DISTINCT ON (t.profile_id) t.profile_id, i.category
-            FROM profiles_transactionitem i JOIN traits_tx t ON t.id = i.transaction_id
-            WHERE i.category <> ''
-            GROUP BY t.profile_id, i.category
-            ORDER BY t.profile_id, sum(i.quantity) DESC, count(*) DESC, i.category)
-        SELECT o.profile_id, o.order_count, o.total_spent, round(o.total_spent / o.order_count, 2) AS average_order_value,
-               o.first_at AS first_purchase_at, o.last_at AS last_purchase_at,
-               coalesce(f.category, '') AS favourite_category, r.frequency AS rfm_frequency,
-               r.recency::float8 AS rfm_recency, r.t::float8 AS rfm_t, round(r.monetary, 2) AS rfm_monetary_value,
-               r.t AS tenure_days, %(as_of)s::date AS rfm_as_of,
-               NULL::smallint AS r_score, NULL::smallint AS f_score, NULL::smallint AS m_score, ''::text AS rfm_segment
-        FROM orders o JOIN rfm r USING (profile_id) LEFT JOIN favourite f USING (profile_id)""", {"as_of": as_of})
+            SELECT t.profile_id, mode() WITHIN GROUP (ORDER BY i.category) AS category
+            FROM profiles_transactionitem i JOIN profiles_transaction t ON t.id = i.transaction_id
+            WHERE i.category <> '' AND t.profile_id IS NOT NULL AND t.timestamp < %(end)s {only_t}
+            GROUP BY t.profile_id)
+        SELECT p.profile_id, p.order_count, p.total_spent,
+               round(p.total_spent / p.order_count, 2) AS average_order_value,
+               p.first_at AS first_purchase_at, p.last_at AS last_purchase_at,
+               coalesce(f.category, '') AS favourite_category, p.frequency AS rfm_frequency,
+               p.recency::float8 AS rfm_recency, p.t::float8 AS rfm_t,
+               round(coalesce((p.total_spent - p.first_day_value) / nullif(p.frequency, 0), 0), 2) AS rfm_monetary_value,
+               p.t AS tenure_days, %(as_of)s::date AS rfm_as_of
+        FROM per_profile p LEFT JOIN favourite f USING (profile_id)
+    """).format(only=only, only_t=only_t), {"ids": profile_ids, "as_of": as_of,
+                                           "end": datetime.combine(as_of, datetime.min.time(), tzinfo=UTC)
+                                           + timedelta(days=1)})
+    cursor.execute("ALTER TABLE traits_new ADD PRIMARY KEY (profile_id)")
+    cursor.execute("ANALYZE traits_new")
 
 
-def _score(cursor, *, incremental: bool) -> None:
-    """Quintile scores 1-5 against breakpoints of the population (everyone with purchases)."""
+def _breakpoints(cursor, *, incremental: bool) -> tuple[list, list, list]:
+    """20/40/60/80 % percentiles of days idle, order count and spend over everyone with purchases."""
     population = ("""SELECT rfm_t - rfm_recency AS idle, order_count, total_spent FROM traits_new
                      UNION ALL SELECT c.rfm_t - c.rfm_recency, c.order_count, c.total_spent
                      FROM profiles_computedtraits c WHERE c.order_count > 0
                      AND NOT EXISTS (SELECT 1 FROM traits_new n WHERE n.profile_id = c.profile_id)"""
                   if incremental else "SELECT rfm_t - rfm_recency AS idle, order_count, total_spent FROM traits_new")
     cursor.execute(sql.SQL("""
-        WITH p AS ({population}),
-        b AS (SELECT percentile_cont(ARRAY[0.2, 0.4, 0.6, 0.8]) WITHIN GROUP (ORDER BY idle) AS idle,
-                     percentile_cont(ARRAY[0.2, 0.4, 0.6, 0.8]) WITHIN GROUP (ORDER BY order_count) AS orders,
-                     percentile_cont(ARRAY[0.2, 0.4, 0.6, 0.8]) WITHIN GROUP (ORDER BY total_spent) AS spent FROM p)
-        UPDATE traits_new n SET
-            r_score = 5 - ((n.rfm_t - n.rfm_recency > b.idle[1])::int + (n.rfm_t - n.rfm_recency > b.idle[2])::int
-                          + (n.rfm_t - n.rfm_recency > b.idle[3])::int + (n.rfm_t - n.rfm_recency > b.idle[4])::int),
-            f_score = 1 + (n.order_count > b.orders[1])::int + (n.order_count > b.orders[2])::int
-                        + (n.order_count > b.orders[3])::int + (n.order_count > b.orders[4])::int,
-            m_score = 1 + (n.total_spent > b.spent[1])::int + (n.total_spent > b.spent[2])::int
-                        + (n.total_spent > b.spent[3])::int + (n.total_spent > b.spent[4])::int
-        FROM b""").format(population=sql.SQL(population)))
-    cursor.execute(sql.SQL("UPDATE traits_new SET rfm_segment = {}").format(_segment_case()))
+        SELECT percentile_cont(ARRAY[0.2, 0.4, 0.6, 0.8]) WITHIN GROUP (ORDER BY idle),
+               percentile_cont(ARRAY[0.2, 0.4, 0.6, 0.8]) WITHIN GROUP (ORDER BY order_count),
+               percentile_cont(ARRAY[0.2, 0.4, 0.6, 0.8]) WITHIN GROUP (ORDER BY total_spent)
+        FROM ({population}) p""").format(population=sql.SQL(population)))
+    return cursor.fetchone()
 
 
-def _upsert(cursor, *, profile_ids: list[str] | None) -> int:
+def _scored_select() -> sql.Composable:
+    """traits_new with R/F/M scores (a value above k breakpoints scores 1 + k) and the segment."""
+    def above(expression: str, name: str) -> sql.Composable:
+        return sql.SQL(" + ").join(sql.SQL("({} > (%({})s::float8[])[{}])::int").format(sql.SQL(expression), sql.SQL(name),
+                                                                             sql.Literal(k)) for k in range(1, 5))
+    scores = sql.SQL("""
+        SELECT n.*, (5 - ({idle}))::smallint AS r_score, (1 + {orders})::smallint AS f_score,
+               (1 + {spent})::smallint AS m_score FROM traits_new n""").format(
+        idle=above("n.rfm_t - n.rfm_recency", "idle"), orders=above("n.order_count", "orders"),
+        spent=above("n.total_spent", "spent"))
+    return sql.SQL("SELECT s.*, {segment} AS rfm_segment FROM ({scores}) s").format(
+        segment=_segment_case(), scores=scores)
+
+
+def _write(cursor, *, profile_ids: list[str] | None, incremental: bool) -> int:
+    """Update changed rows, insert missing ones, zero the ones whose purchases are gone.
+
+    Separate UPDATE and INSERT (not INSERT ... ON CONFLICT DO UPDATE WHERE changed): the conflict
+    path locks every existing row even when nothing changed, which dirtied the whole table.
+    """
+    idle, orders, spent = _breakpoints(cursor, incremental=incremental)
+    params = {"idle": idle, "orders": orders, "spent": spent, "ids": profile_ids}
     names = sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
-    updates = sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in COLUMNS)
-    changed = sql.SQL(" OR ").join(
-        sql.SQL("t.{c} IS DISTINCT FROM EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in COLUMNS)
+    sets = sql.SQL(", ").join(sql.SQL("{c} = x.{c}").format(c=sql.Identifier(c)) for c in COLUMNS)
+    changed = sql.SQL(" OR ").join(sql.SQL("t.{c} IS DISTINCT FROM x.{c}").format(c=sql.Identifier(c))
+                                   for c in COLUMNS)
+    scored = _scored_select()
     cursor.execute(sql.SQL("""
-        INSERT INTO profiles_computedtraits AS t (profile_id, updated_at, {names})
-        SELECT profile_id, now(), {names} FROM traits_new
-        ON CONFLICT (profile_id) DO UPDATE SET updated_at = now(), {updates} WHERE {changed}""").format(
-        names=names, updates=updates, changed=changed))
+        UPDATE profiles_computedtraits t SET updated_at = now(), {sets}
+        FROM ({scored}) x WHERE x.profile_id = t.profile_id AND ({changed})""").format(
+        sets=sets, scored=scored, changed=changed), params)
     written = cursor.rowcount
+    cursor.execute(sql.SQL("""
+        INSERT INTO profiles_computedtraits (profile_id, updated_at, {names})
+        SELECT x.profile_id, now(), {x_names} FROM ({scored}) x
+        WHERE NOT EXISTS (SELECT 1 FROM profiles_computedtraits t WHERE t.profile_id = x.profile_id)
+        ON CONFLICT (profile_id) DO NOTHING""").format(
+        names=names, x_names=sql.SQL(", ").join(sql.SQL("x.{}").format(sql.Identifier(c)) for c in COLUMNS),
+        scored=scored), params)
+    written += cursor.rowcount
     # Profiles that no longer have purchases (orders moved by a merge, erased, ...): back to zero.
     scope = sql.SQL("AND t.profile_id = ANY(%(ids)s::uuid[])") if profile_ids is not None else sql.SQL("")
     cursor.execute(sql.SQL("""
@@ -127,8 +151,12 @@ def _upsert(cursor, *, profile_ids: list[str] | None) -> int:
             rfm_frequency = NULL, rfm_recency = NULL, rfm_t = NULL, rfm_monetary_value = NULL, tenure_days = NULL,
             rfm_as_of = NULL, r_score = NULL, f_score = NULL, m_score = NULL, rfm_segment = ''
         WHERE t.order_count > 0 AND NOT EXISTS (SELECT 1 FROM traits_new n WHERE n.profile_id = t.profile_id)
-        {scope}""").format(scope=scope), {"ids": profile_ids})
+        {scope}""").format(scope=scope), params)
     return written + cursor.rowcount
+
+
+# Full rebuilds and incremental refreshes serialise on this (pg_advisory_xact_lock key).
+_LOCK_KEY = 0x0C0FFEE4
 
 
 @transaction.atomic
@@ -140,9 +168,9 @@ def computed_traits_refresh(*, profile_ids, as_of: date | None = None) -> Refres
         return RefreshResult(0, 0.0)
     as_of = as_of or datetime.now(UTC).date()
     with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])
         _aggregate(cursor, profile_ids=ids, as_of=as_of)
-        _score(cursor, incremental=True)
-        written = _upsert(cursor, profile_ids=ids)
+        written = _write(cursor, profile_ids=ids, incremental=True)
     seconds = time.monotonic() - began
     logger.info("computed traits refreshed", extra={"profiles": len(ids), "written": written,
                                                     "seconds": round(seconds, 2)})
@@ -155,10 +183,10 @@ def computed_traits_rebuild(*, as_of: date | None = None) -> RefreshResult:
     began = time.monotonic()
     as_of = as_of or datetime.now(UTC).date()
     with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])
         cursor.execute("SET LOCAL work_mem = '256MB'")
         _aggregate(cursor, profile_ids=None, as_of=as_of)
-        _score(cursor, incremental=False)
-        written = _upsert(cursor, profile_ids=None)
+        written = _write(cursor, profile_ids=None, incremental=False)
     seconds = time.monotonic() - began
     logger.info("computed traits rebuilt", extra={"written": written, "seconds": round(seconds, 2)})
     return RefreshResult(written, seconds)
