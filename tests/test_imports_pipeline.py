@@ -198,3 +198,22 @@ def test_xlsx_and_gzip_files_import_like_csv(users, crm, tmp_path):
     job = run_import(user=users["dan"], source=crm, kind="crm", content=zipped, name="crm.csv.gz")
     assert (job.file_format, job.status, job.rows_loaded) == ("csv.gz", "succeeded", 1)
     assert _crm_id("Z1").city == "Porto"
+
+
+def test_hashed_email_enrichment_matches_identities_created_outside_imports(users, crm):
+    import hashlib
+
+    from django.utils import timezone
+
+    from profiles.identifiers import stored_value
+
+    visitor = Profile.objects.create()
+    now = timezone.now()
+    Identity.objects.create(profile=visitor, kind="email", value_hash=identity_hash("email", "web@example.com"),
+                            value=stored_value("email", "web@example.com"), first_seen_at=now, last_seen_at=now)
+    digest = hashlib.sha256(b"web@example.com").hexdigest()
+    job = run_import(user=users["dan"], source=crm, kind="enrichment",
+                     content=f"email_sha256,occupation\n{digest},pilot\n".encode())
+    assert (job.status, job.rows_loaded, job.profiles_matched) == ("succeeded", 1, 1), job.error_message
+    visitor.refresh_from_db()
+    assert visitor.occupation == "pilot"

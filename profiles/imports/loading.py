@@ -20,6 +20,7 @@ from psycopg import sql
 from cdp import crypto
 from profiles.identifiers import identity_hash, stored_value
 from profiles.imports import fields as F
+from profiles.imports.digests import SHA256_KIND, email_digest
 from profiles.imports.mapping import Plan
 from profiles.imports.merging import merge_requests_submit
 from profiles.models import Identity
@@ -27,7 +28,6 @@ from profiles.models import Identity
 # Import field -> identity kind, in the order that picks a row's "customer key".
 IDENTITY_KINDS = [("customer_id", Identity.Kind.CRM_ID), ("user_id", Identity.Kind.USER_ID),
                   ("email", Identity.Kind.EMAIL), ("phone", Identity.Kind.PHONE)]
-SHA256_KIND = "email_sha256"
 NAME_FIELDS = ("first_name", "last_name")
 TEXT_TRAITS = ("gender", "city", "postcode", "country", "income_band", "occupation", "language")
 NUMBER_TRAITS = ("birth_year", "age")
@@ -161,7 +161,7 @@ class Stager:
             out[f"{kind}_value"] = values
         if "email" in frame:
             emails = frame["email"].fillna("")
-            digests = {v: _hex(crypto.keyed_hash(SHA256_KIND, _sha256(v))) for v in emails.unique() if v}
+            digests = {v: _hex(email_digest(v)) for v in emails.unique() if v}
             out["email_digest"] = emails.map(digests)
         if "email_sha256" in frame:
             shas = frame["email_sha256"].fillna("")
@@ -219,12 +219,6 @@ class Stager:
             out["consent_granted"] = frame["consent_granted"].where(stated)
             if "consent_date" in frame:
                 out["consent_at"] = frame["consent_date"].where(stated)
-
-
-def _sha256(value: str) -> str:
-    import hashlib
-
-    return hashlib.sha256(value.encode()).hexdigest()
 
 
 # --- the set-based part --------------------------------------------------------------------------

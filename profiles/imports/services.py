@@ -30,6 +30,7 @@ from consent.services import audit_record
 from profiles.imports import fields as F
 from profiles.imports import loading
 from profiles.imports.cleaning import date_format_guess, decimal_comma_guess
+from profiles.imports.digests import email_digests_backfill
 from profiles.imports.formats import FileInfo, ImportFileError, detect, iter_chunks, sample_rows
 from profiles.imports.mapping import MappingError, Plan, options_check, plan_build
 from profiles.imports.progress import READING, ImportCancelled, ProgressReporter, Snapshot
@@ -370,6 +371,8 @@ def _import_file(job: ImportJob, reporter: ProgressReporter) -> dict:
     with connection.cursor() as django_cursor:
         cursor = django_cursor.cursor
         cursor.execute("SET LOCAL client_connection_check_interval = '2s'")
+        if "email_sha256" in plan.targets:
+            email_digests_backfill(cursor)
         errors = _ErrorWriter(job.id)
         rows_done = blank = 0
         reporter.update(rows_done=0, rows_total=job.rows_total, force=True)
