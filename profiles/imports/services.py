@@ -98,8 +98,10 @@ def import_upload(*, user, source: Source, kind: str, file_name: str, chunks: It
         headers=info.headers, columns=columns, options=options, mapping=mapping, created_by=user,
         rows_total=info.estimated_rows,
     )
-    options.update({k: v for k, v in import_hints(job=job, columns=columns).items() if k not in options
-                    and k in ("date_format", "decimal_comma")})
+    hints = import_hints(job=job, columns=columns)
+    if not hints["date_candidates"]:  # an ambiguous file waits for the person to choose
+        options.setdefault("date_format", hints["date_format"])
+    options.setdefault("decimal_comma", hints["decimal_comma"])
     ImportJob.objects.filter(pk=job.pk).update(options=options)
     job.options = options
     audit_record(actor=user, action="import.uploaded", object_type="import", object_id=job.id,
