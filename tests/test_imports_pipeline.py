@@ -217,3 +217,11 @@ def test_hashed_email_enrichment_matches_identities_created_outside_imports(user
     assert (job.status, job.rows_loaded, job.profiles_matched) == ("succeeded", 1, 1), job.error_message
     visitor.refresh_from_db()
     assert visitor.occupation == "pilot"
+
+
+def test_utf8_bom_and_tab_delimited_files_are_detected(users, crm):
+    content = "\ufeffcustomer_id\tcity\tlast name\nT1\tZürich\tMüller\n".encode()
+    job = run_import(user=users["dan"], source=crm, kind="crm", content=content)
+    assert (job.encoding, job.delimiter, job.headers) == ("utf-8-sig", "\t", ["customer_id", "city", "last name"])
+    profile = _crm_id("T1")
+    assert (profile.city, profile.last_name) == ("Zürich", "Müller")

@@ -125,3 +125,21 @@ def test_history_lists_search_and_hides_actions_from_compliance(client, users, c
     assert job.status == "uploaded"
     client.force_login(users["dan"])
     assert client.get(reverse("profiles:import_detail", args=[99999])).status_code == 404
+
+
+def test_a_running_import_that_stopped_reporting_is_marked_failed_by_beat(users, crm):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from profiles.imports.tasks import imports_stale_fail_task
+
+    stale = upload(user=users["dan"], source=crm, kind="crm", content=b"customer_id\nC1\n")
+    fresh = upload(user=users["dan"], source=crm, kind="crm", content=b"customer_id\nC2\n")
+    ImportJob.objects.filter(pk=stale.pk).update(status="running", heartbeat_at=timezone.now() - timedelta(hours=1))
+    ImportJob.objects.filter(pk=fresh.pk).update(status="running", heartbeat_at=timezone.now())
+    assert imports_stale_fail_task() == 1
+    stale.refresh_from_db()
+    fresh.refresh_from_db()
+    assert (stale.status, fresh.status) == ("failed", "running")
+    assert "nothing from this file was loaded" in stale.error_message
