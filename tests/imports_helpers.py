@@ -2,6 +2,8 @@
 
 import io
 
+import pytest
+
 from profiles.imports import services
 from profiles.models import ImportJob
 
@@ -31,3 +33,9 @@ def error_report(job: ImportJob) -> list[list[str]]:
 
     text = "".join(services.error_report_rows(job=job))
     return list(csv.reader(io.StringIO(text)))[1:]
+
+
+@pytest.fixture(autouse=True)
+def _import_dir(settings, tmp_path):
+    """Uploads of a test go to its own temporary folder (workers read the path from the job)."""
+    settings.CDP_IMPORT_DIR = tmp_path / "imports"

@@ -7,7 +7,7 @@ from rest_framework.test import APIClient
 
 from profiles.imports import services
 from profiles.models import ImportJob, ImportMapping, Profile, Source
-from tests.imports_helpers import upload
+from tests.imports_helpers import _import_dir, upload  # noqa: F401 - autouse fixture
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import pytest
 from profiles.identifiers import identity_hash
 from profiles.models import Identity, ImportJob, Profile, Source
 from tests.helpers import browser_login
+from tests.imports_helpers import _import_dir  # noqa: F401 - autouse fixture
 
 pytestmark = pytest.mark.browser
 

@@ -6,6 +6,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from profiles.models import ImportJob, Source, Transaction
+from tests.imports_helpers import _import_dir  # noqa: F401 - autouse fixture
 
 ROWS = 60_000
 

@@ -7,7 +7,7 @@ import pytest
 
 from profiles.identifiers import identity_hash
 from profiles.models import Identity, ImportJob, Profile, Source, Transaction
-from tests.imports_helpers import error_report, run_import
+from tests.imports_helpers import _import_dir, error_report, run_import  # noqa: F401 - autouse fixture
 
 # The import runs in its own transaction and reports progress through a second connection, which
 # must see the committed job row: these tests commit (transactional_db).

@@ -10,7 +10,7 @@ from django.urls import reverse
 
 from consent.models import AuditEntry
 from profiles.models import ImportJob, ImportMapping, Source
-from tests.imports_helpers import run_import, upload
+from tests.imports_helpers import _import_dir, run_import, upload  # noqa: F401 - autouse fixture
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 from profiles.imports import services
 from profiles.models import ComputedTraits, ImportJob, Source, Transaction
 from tests.helpers import wait_until
-from tests.imports_helpers import upload
+from tests.imports_helpers import _import_dir, upload  # noqa: F401 - autouse fixture
 
 pytestmark = [
     pytest.mark.services,

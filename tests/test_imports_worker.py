@@ -10,6 +10,7 @@ from profiles.imports import services
 from profiles.models import ComputedTraits, Identity, ImportJob, ImportRowError, Profile, Source, Transaction
 from tests.conftest import WorkerProcess
 from tests.helpers import wait_until
+from tests.imports_helpers import _import_dir  # noqa: F401 - autouse fixture
 
 ROWS = 120_000
 

@@ -8,7 +8,7 @@ import pytest
 from profiles.identifiers import identity_hash
 from profiles.models import ComputedTraits, Identity, Source
 from profiles.traits.services import computed_traits_rebuild, computed_traits_refresh
-from tests.imports_helpers import run_import
+from tests.imports_helpers import _import_dir, run_import  # noqa: F401 - autouse fixture
 
 AS_OF = date(2024, 6, 30)
 
