@@ -46,4 +46,14 @@ app.conf.beat_schedule = {
     "segments-dispatch-due": {"task": "segments.tasks.recompute_dispatch_task", "schedule": 30.0},
     "segments-timers-sweep": {"task": "segments.tasks.timers_sweep_task", "schedule": 15.0},
     "segments-webhooks-due": {"task": "segments.tasks.webhooks_deliver_due_task", "schedule": 30.0},
+    # Imports (issue 4): RFM's T grows every day, so rebuild everyone's computed traits nightly;
+    # and fail imports whose worker died (their transaction rolled back).
+    "computed-traits-rebuild": {
+        "task": "profiles.computed_traits_rebuild",
+        "schedule": crontab(minute=30, hour=2),
+    },
+    "imports-stale-fail": {
+        "task": "profiles.imports_stale_fail",
+        "schedule": crontab(minute="*/5"),
+    },
 }

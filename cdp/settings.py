@@ -289,3 +289,11 @@ def _check_networks(networks: list[str]) -> None:
 
 
 _check_networks(CDP_WEBHOOK_ALLOWED_NETWORKS)
+# --- imports (issue 4): uploaded files, limits and chunking of the import pipeline.
+# Uploads are kept under CDP_IMPORT_DIR until the job is deleted; web and worker must share it.
+CDP_IMPORT_DIR = Path(env_str("CDP_IMPORT_DIR", str(MEDIA_ROOT / "imports"))).resolve()
+CDP_IMPORT_MAX_BYTES = env_int("CDP_IMPORT_MAX_BYTES", 1 << 30, minimum=1024)
+CDP_IMPORT_CHUNK_ROWS = env_int("CDP_IMPORT_CHUNK_ROWS", 50_000, minimum=100)
+CDP_IMPORT_TIME_LIMIT = env_int("CDP_IMPORT_TIME_LIMIT", 4 * 3600, minimum=60)
+# A running import whose worker stopped reporting for this long is marked failed.
+CDP_IMPORT_STALE_SECONDS = env_int("CDP_IMPORT_STALE_SECONDS", 600, minimum=30)

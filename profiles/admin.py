@@ -4,6 +4,8 @@ from profiles import models
 
 
 @admin.register(models.Source)
+
+
 class SourceAdmin(admin.ModelAdmin):
     list_display = ("name", "kind", "is_active", "is_authoritative", "created_at")
     list_filter = ("kind", "is_active")
@@ -11,6 +13,8 @@ class SourceAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.SourceKey)
+
+
 class SourceKeyAdmin(admin.ModelAdmin):
     list_display = ("source", "kind", "prefix", "created_at", "expires_at", "revoked_at", "last_used_at")
     list_filter = ("kind",)
@@ -23,6 +27,8 @@ class SourceKeyAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.Profile)
+
+
 class ProfileAdmin(admin.ModelAdmin):
     list_display = ("id", "country", "city", "last_device_type", "last_seen_at", "merged_into")
     list_filter = ("country", "last_device_type", "gender")
@@ -32,6 +38,8 @@ class ProfileAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.ComputedTraits)
+
+
 class ComputedTraitsAdmin(admin.ModelAdmin):
     list_display = ("profile", "order_count", "total_spent", "rfm_segment", "updated_at")
     list_filter = ("rfm_segment",)
@@ -40,6 +48,8 @@ class ComputedTraitsAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.Identity)
+
+
 class IdentityAdmin(admin.ModelAdmin):
     list_display = ("id", "kind", "profile", "first_seen_at", "last_seen_at")
     list_filter = ("kind",)
@@ -50,6 +60,8 @@ class IdentityAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.IdentityLink)
+
+
 class IdentityLinkAdmin(admin.ModelAdmin):
     list_display = ("id", "identity_a", "identity_b", "rule", "is_active", "last_seen_at")
     list_filter = ("rule", "is_active")
@@ -58,6 +70,8 @@ class IdentityLinkAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.Event)
+
+
 class EventAdmin(admin.ModelAdmin):
     list_display = ("id", "timestamp", "type", "name", "profile_id", "source_id")
     list_filter = ("type",)
@@ -66,6 +80,8 @@ class EventAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.Product)
+
+
 class ProductAdmin(admin.ModelAdmin):
     list_display = ("sku", "name", "category", "price", "currency")
     list_filter = ("category",)
@@ -78,6 +94,8 @@ class TransactionItemInline(admin.TabularInline):
 
 
 @admin.register(models.Transaction)
+
+
 class TransactionAdmin(admin.ModelAdmin):
     list_display = ("order_id", "source", "profile", "amount", "currency", "channel", "timestamp")
     list_filter = ("channel", "currency")
@@ -88,6 +106,8 @@ class TransactionAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.TransactionItem)
+
+
 class TransactionItemAdmin(admin.ModelAdmin):
     list_display = ("transaction", "product_sku", "category", "price", "quantity")
     raw_id_fields = ("transaction",)
@@ -95,6 +115,8 @@ class TransactionItemAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.RejectedEvent)
+
+
 class RejectedEventAdmin(admin.ModelAdmin):
     list_display = ("received_at", "reason", "source", "endpoint", "batch_index", "replayed_at")
     list_filter = ("reason", "endpoint")
@@ -105,6 +127,8 @@ class RejectedEventAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.EventDedupe)
+
+
 class EventDedupeAdmin(admin.ModelAdmin):
     list_display = ("source_id", "message_id", "first_received_at")
     search_fields = ("=message_id",)
@@ -115,3 +139,73 @@ class EventDedupeAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+# --- imports
+
+
+@admin.register(models.ImportMapping)
+
+
+class ImportMappingAdmin(admin.ModelAdmin):
+    list_display = ("name", "kind", "created_by", "updated_at")
+    list_filter = ("kind",)
+    search_fields = ("name",)
+
+
+@admin.register(models.ImportJob)
+
+
+class ImportJobAdmin(admin.ModelAdmin):
+    list_display = ("id", "kind", "source", "status", "file_name", "rows_loaded", "rows_rejected", "created_by",
+                    "created_at")
+    list_filter = ("kind", "status")
+    readonly_fields = ("backend_pid", "backend_started_at", "heartbeat_at")
+    raw_id_fields = ("mapping",)
+
+
+@admin.register(models.ImportRowError)
+
+
+class ImportRowErrorAdmin(admin.ModelAdmin):
+    list_display = ("job", "row_number", "column", "reason")
+    raw_id_fields = ("job",)
+    exclude = ("value",)
+    show_full_result_count = False
+
+
+@admin.register(models.PendingMerge)
+
+
+class PendingMergeAdmin(admin.ModelAdmin):
+    list_display = ("profile_a", "profile_b", "reason", "job", "created_at", "handled_at")
+    raw_id_fields = ("job", "profile_a", "profile_b")
+
+
+@admin.register(models.PendingConsent)
+
+
+class PendingConsentAdmin(admin.ModelAdmin):
+    list_display = ("profile", "purpose", "granted", "stated_at", "job", "handed_over_at")
+    list_filter = ("purpose", "granted")
+    raw_id_fields = ("job", "profile", "source")
+    show_full_result_count = False
+
+
+@admin.register(models.EmailDigest)
+
+
+class EmailDigestAdmin(admin.ModelAdmin):
+    list_display = ("identity",)
+    raw_id_fields = ("identity",)
+    exclude = ("digest_hash",)
+    show_full_result_count = False
+
+
+@admin.register(models.TraitProvenance)
+
+
+class TraitProvenanceAdmin(admin.ModelAdmin):
+    list_display = ("profile",)
+    raw_id_fields = ("profile",)
+    show_full_result_count = False

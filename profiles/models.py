@@ -148,6 +148,8 @@ class ComputedTraits(models.Model):
     f_score = models.SmallIntegerField(null=True, blank=True)
     m_score = models.SmallIntegerField(null=True, blank=True)
     rfm_segment = models.CharField(max_length=30, blank=True, default="")
+    tenure_days = models.IntegerField(null=True, blank=True, help_text="days since the first purchase")
+    rfm_as_of = models.DateField(null=True, blank=True, help_text="analysis date of the RFM figures")
 
     class Meta:
         verbose_name_plural = "computed traits"
@@ -398,3 +400,172 @@ class EventDedupe(models.Model):
 
     def __str__(self):
         return f"{self.source_id}:{self.message_id}"
+
+
+# --- imports
+# File imports (CRM, transactions, enrichment), their reusable column mappings, row-level error
+# reports, and what an import hands on to other stages (pending merges and consents).
+
+
+class ImportMapping(models.Model):
+    """A named, reusable column mapping: file header -> target field, plus cleaning options."""
+
+    name = models.CharField(max_length=120, unique=True)
+    kind = models.CharField(max_length=20)
+    columns = models.JSONField(default=dict, help_text='{"File header": "target field"}')
+    options = models.JSONField(default=dict, blank=True, help_text="date format, label maps, decimal comma, ...")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class ImportJob(models.Model):
+    """One uploaded file and its import: mapping, progress, outcome and counts."""
+
+    class Kind(models.TextChoices):
+        CRM = "crm", "Profiles / CRM"
+        TRANSACTIONS = "transactions", "Transactions"
+        ENRICHMENT = "enrichment", "Attributes / enrichment"
+
+    class Status(models.TextChoices):
+        UPLOADED = "uploaded", "Waiting for mapping"
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    ACTIVE_STATUSES = frozenset({Status.QUEUED, Status.RUNNING})
+    FINAL_STATUSES = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
+
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    source = models.ForeignKey(Source, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.UPLOADED)
+    file_name = models.CharField(max_length=255)
+    file_path = models.CharField(max_length=500, help_text="where the upload is kept, under CDP_IMPORT_DIR")
+    file_size = models.BigIntegerField(default=0)
+    file_sha256 = models.CharField(max_length=64, blank=True, default="")
+    file_format = models.CharField(max_length=10, blank=True, default="", help_text="csv, csv.gz or xlsx")
+    encoding = models.CharField(max_length=20, blank=True, default="")
+    delimiter = models.CharField(max_length=4, blank=True, default="")
+    headers = models.JSONField(default=list, blank=True)
+    mapping = models.ForeignKey(ImportMapping, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    columns = models.JSONField(default=dict, blank=True, help_text="the mapping used: header -> field")
+    options = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    phase = models.CharField(max_length=40, blank=True, default="")
+    rows_total = models.BigIntegerField(null=True, blank=True, help_text="estimated until the file is read")
+    rows_done = models.BigIntegerField(default=0)
+    rows_loaded = models.BigIntegerField(default=0)
+    rows_rejected = models.BigIntegerField(default=0)
+    rows_duplicate = models.BigIntegerField(default=0)
+    profiles_matched = models.BigIntegerField(default=0)
+    profiles_created = models.BigIntegerField(default=0)
+    transactions_created = models.BigIntegerField(default=0)
+    cancel_requested = models.BooleanField(default=False)
+    # The database session doing the work: cancelling interrupts it (pg_cancel_backend), and a
+    # session that vanished means the worker died (its transaction rolled back).
+    backend_pid = models.IntegerField(null=True, blank=True)
+    backend_started_at = models.DateTimeField(null=True, blank=True)
+    error_message = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status", "created_at"], name="importjob_status_idx")]
+
+    def __str__(self):
+        return f"import {self.id} ({self.kind})"
+
+
+class ImportRowError(models.Model):
+    """One problem with one row of an imported file (the downloadable error report)."""
+
+    job = models.ForeignKey(ImportJob, on_delete=models.CASCADE, related_name="row_errors")
+    row_number = models.BigIntegerField(help_text="line of the record in the file; the header is row 1")
+    column = models.CharField(max_length=255, blank=True, default="")
+    value = EncryptedTextField(blank=True, default="", help_text="the offending value, encrypted at rest")
+    reason = models.CharField(max_length=300)
+
+    class Meta:
+        indexes = [models.Index(fields=["job", "row_number"], name="importrowerror_job_row_idx")]
+
+    def __str__(self):
+        return f"row {self.row_number}: {self.reason}"
+
+
+class PendingMerge(models.Model):
+    """Two existing profiles that one imported row says are the same person (merge requested)."""
+
+    job = models.ForeignKey(ImportJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="merges")
+    profile_a = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="+")
+    profile_b = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="+")
+    reason = models.CharField(max_length=60, default="crm_row")
+    created_at = models.DateTimeField(auto_now_add=True)
+    handled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=models.Q(profile_a__lt=models.F("profile_b")), name="pendingmerge_ordered"),
+            models.UniqueConstraint(fields=["profile_a", "profile_b"], name="pendingmerge_pair_uniq"),
+        ]
+
+    def __str__(self):
+        return f"merge {self.profile_a_id} + {self.profile_b_id}"
+
+
+class PendingConsent(models.Model):
+    """A consent statement read from an import, waiting to be handed to the consent ledger."""
+
+    job = models.ForeignKey(ImportJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="consents")
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="+")
+    purpose = models.CharField(max_length=60)
+    granted = models.BooleanField()
+    stated_at = models.DateTimeField()
+    source = models.ForeignKey(Source, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    handed_over_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["profile", "purpose", "stated_at", "granted"],
+                                               name="pendingconsent_uniq")]
+
+    def __str__(self):
+        return f"{self.purpose}={'granted' if self.granted else 'withdrawn'} for {self.profile_id}"
+
+
+class EmailDigest(models.Model):
+    """Keyed hash of sha256(email) for an email identity, so enrichment files keyed by hashed
+    emails match without ever storing the unkeyed digest (which is guessable)."""
+
+    identity = models.OneToOneField(Identity, primary_key=True, on_delete=models.CASCADE, related_name="+")
+    digest_hash = models.BinaryField(max_length=32)
+
+    class Meta:
+        indexes = [models.Index(fields=["digest_hash"], name="emaildigest_hash_idx")]
+
+    def __str__(self):
+        return f"digest of identity {self.identity_id}"
+
+
+class TraitProvenance(models.Model):
+    """Which source last set each profile field: an authoritative source's value is kept
+    against later non-authoritative imports ({"city": source_id, ...})."""
+
+    profile = models.OneToOneField(Profile, primary_key=True, on_delete=models.CASCADE, related_name="+")
+    fields = models.JSONField(default=dict)
+
+    def __str__(self):
+        return f"provenance of {self.profile_id}"

@@ -15,12 +15,22 @@ LOCATIONS = [
     PiiLocation("profiles.RejectedEvent", "", ("payload", "raw_body"),
                 note="payloads encrypted at rest; not linked to a profile: erasure must decrypt and search "
                      "payloads by the person's identifiers (or purge rejections older than the retention)"),
+    # --- imports
+    PiiLocation("profiles.ImportJob", "", ("file_path",),
+                note="the uploaded file on disk holds personal data; deleted when the job is deleted"),
+    PiiLocation("profiles.ImportRowError", "", ("value",),
+                note="offending values of rejected rows, encrypted; not linked to a profile"),
+    PiiLocation("profiles.PendingMerge", "profile_a_id", note="also profile_b_id"),
+    PiiLocation("profiles.PendingConsent", "profile_id"),
+    PiiLocation("profiles.EmailDigest", "identity__profile_id", ("digest_hash",), on_erasure="cascade"),
+    PiiLocation("profiles.TraitProvenance", "profile_id", on_erasure="cascade"),
 ]
 NO_PII = [
     NoPii("profiles.Source", "configuration"),
     NoPii("profiles.SourceKey", "hashed API keys"),
     NoPii("profiles.Product", "catalogue"),
     NoPii("profiles.EventDedupe", "source id, the client's random message id and a time"),
+    NoPii("profiles.ImportMapping", "configuration: header names and label maps"),
 ]
 # Identity.value is ciphertext for emails and phones only (EncryptedTextField columns are found
 # automatically by `manage.py rotate_encryption_key`).

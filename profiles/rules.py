@@ -9,5 +9,8 @@ from cdp.roles import is_admin, is_compliance_officer, is_data_team
 can_browse_profiles = is_admin | is_data_team | is_compliance_officer
 
 rules.add_perm("profiles.browse", can_browse_profiles)
-rules.add_perm("profiles.browse_imports", is_admin | is_data_team)
+# Imports: the data team runs them; compliance may read the history (who imported what, when,
+# and the error reports) to answer audits and access requests.
+rules.add_perm("profiles.browse_imports", is_admin | is_data_team | is_compliance_officer)
+rules.add_perm("profiles.run_imports", is_admin | is_data_team)
 rules.add_perm("profiles.manage_sources", is_admin | is_data_team)

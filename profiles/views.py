@@ -34,9 +34,3 @@ def profile_detail(request, profile_id):
         "computed": getattr(profile, "computed", None),
     }
     return render(request, "profiles/profile_detail.html", context)
-
-
-@login_required
-@permission_required("profiles.browse_imports", raise_exception=True)
-def imports_home(request):
-    return render(request, "profiles/imports.html", {"sources": selectors.source_list_with_counts()})

@@ -33,7 +33,7 @@ def test_dashboard_requires_login(client, db):
 SCREENS = {
     "dashboard": {"alice": 200, "dan": 200, "cora": 200, "mallory": 403, "root": 200},
     "profiles:list": {"alice": 403, "dan": 200, "cora": 200, "mallory": 403, "root": 200},
-    "profiles:imports": {"alice": 403, "dan": 200, "cora": 403, "mallory": 403, "root": 200},
+    "profiles:imports": {"alice": 403, "dan": 200, "cora": 200, "mallory": 403, "root": 200},
     "segments:list": {"alice": 200, "dan": 200, "cora": 200, "mallory": 403, "root": 200},
     "content:blocks": {"alice": 200, "dan": 403, "cora": 200, "mallory": 403, "root": 200},
     "content:experiments": {"alice": 200, "dan": 403, "cora": 200, "mallory": 403, "root": 200},

@@ -1,0 +1,591 @@
+"""Loading: COPY cleaned rows into a staging table, then set-based SQL into profiles,
+identities, links, traits, pending consents and transactions.
+
+Everything here runs inside the import's single transaction: the staging tables are temporary
+(ON COMMIT DROP), and a failure, a cancel or a killed worker rolls the whole file back.
+Identifiers are matched like ingestion matches them: normalised (profiles/identifiers.py) and
+looked up on `profiles_identity (kind, value_hash)` (unique index identity_kind_value_uniq).
+"""
+
+import io
+import queue
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import orjson
+import pandas as pd
+from psycopg import sql
+
+from cdp import crypto
+from profiles.identifiers import identity_hash, stored_value
+from profiles.imports import fields as F
+from profiles.imports.digests import SHA256_KIND, email_digest
+from profiles.imports.mapping import Plan
+from profiles.imports.merging import merge_requests_submit
+from profiles.models import Identity
+
+# Import field -> identity kind, in the order that picks a row's "customer key".
+IDENTITY_KINDS = [("customer_id", Identity.Kind.CRM_ID), ("user_id", Identity.Kind.USER_ID),
+                  ("email", Identity.Kind.EMAIL), ("phone", Identity.Kind.PHONE)]
+NAME_FIELDS = ("first_name", "last_name")
+TEXT_TRAITS = ("gender", "city", "postcode", "country", "income_band", "occupation", "language")
+NUMBER_TRAITS = ("birth_year", "age")
+
+_IDENTITY_COLUMNS = [col for _f, kind in IDENTITY_KINDS for col in (f"{kind}_hash", f"{kind}_value")]
+COMMON_COLUMNS = ["row_number", "row_digest", "customer_key", *_IDENTITY_COLUMNS, "email_digest"]
+STAGE_COLUMNS = {
+    F.TRANSACTIONS: [*COMMON_COLUMNS, "order_id", "ts_us", "amount", "currency", "quantity", "product", "sku",
+                     "category", "channel", "store"],
+    F.CRM: [*COMMON_COLUMNS, "sha_digest", "first_name", "first_name_digest", "last_name", "last_name_digest",
+            "birth_date", "birth_year", "age", *TEXT_TRAITS, "traits", "consent_purpose", "consent_granted",
+            "consent_at"],
+}
+STAGE_COLUMNS[F.ENRICHMENT] = STAGE_COLUMNS[F.CRM]
+# Order times travel as microseconds since the epoch: formatting datetimes as text for COPY
+# costs more than the rest of staging.
+TS = "(timestamptz 'epoch' + s.ts_us * interval '1 microsecond')"
+_TYPES = {"ts_us": "bigint", "row_number": "bigint", "row_digest": "bigint", "customer_key": "bytea", "email_digest": "bytea",
+          "sha_digest": "bytea", "ts": "timestamptz", "amount": "numeric(14,2)", "quantity": "integer",
+          "birth_date": "date", "birth_year": "smallint", "age": "smallint", "traits": "jsonb",
+          "consent_granted": "boolean", "consent_at": "timestamptz"}
+
+
+def _column_type(name: str) -> str:
+    return "bytea" if name.endswith("_hash") else _TYPES.get(name, "text")
+
+
+@dataclass
+class LoadResult:
+    rows_loaded: int = 0
+    rows_duplicate: int = 0
+    rows_rejected_in_sql: int = 0
+    profiles_matched: int = 0
+    profiles_created: int = 0
+    transactions_created: int = 0
+    merge_pairs: int = 0
+    consents: int = 0
+
+
+def _hex(digest: bytes) -> str:
+    return "\\x" + digest.hex()
+
+
+class _Abort(Exception):
+    pass
+
+
+class Stager:
+    """Turns prepared chunks into staging rows and streams them into ONE COPY.
+
+    The COPY runs in a writer thread fed through a small queue, so PostgreSQL ingests chunk n
+    while pandas cleans chunk n+1 (two processes, two cores). Nothing else may use the
+    connection until `close()`.
+    """
+
+    def __init__(self, cursor, plan: Plan):
+        self.cursor = cursor
+        self.plan = plan
+        self.columns = STAGE_COLUMNS[plan.kind]
+        definition = sql.SQL(", ").join(
+            sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(_column_type(c))) for c in self.columns)
+        cursor.execute(sql.SQL("CREATE TEMP TABLE import_stage ({}) ON COMMIT DROP").format(definition))
+        self._copy_statement = sql.SQL("COPY import_stage ({}) FROM STDIN (FORMAT csv)").format(
+            sql.SQL(", ").join(map(sql.Identifier, self.columns)))
+        self.rows = 0
+        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._writer, name="import-copy", daemon=True)
+        self._thread.start()
+
+    def _writer(self) -> None:
+        try:
+            with self.cursor.copy(self._copy_statement) as copy:
+                while (data := self._queue.get()) is not None:
+                    if data is _Abort:
+                        raise _Abort()
+                    copy.write(data)
+        except BaseException as exc:  # handed to the main thread
+            self._failure = exc
+            while self._queue.get() is not None:  # drain so the producer never blocks
+                pass
+
+    def _put(self, item) -> None:
+        if self._failure is not None and not isinstance(self._failure, _Abort):
+            raise self._failure
+        self._queue.put(item)
+
+    def write(self, valid: pd.DataFrame) -> None:
+        if valid.empty:
+            return
+        stage = self._stage_frame(valid)
+        buffer = io.StringIO()
+        stage.to_csv(buffer, header=False, index=False, na_rep="")
+        self._put(buffer.getvalue())
+        self.rows += len(stage)
+
+    def close(self) -> None:
+        """Finish the COPY (raises what went wrong in it)."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._failure is not None:
+            raise self._failure
+
+    def abort(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(_Abort)
+            self._queue.put(None)
+            self._thread.join(30)
+
+    def _stage_frame(self, valid: pd.DataFrame) -> pd.DataFrame:
+        plan = self.plan
+        frame = valid.reset_index(drop=True)
+        out = pd.DataFrame(index=frame.index)
+        out["row_number"] = frame["row_number"]
+        mapped = [c for c in frame.columns if c != "row_number"]
+        # Hash the typed values directly: casting to text first costs more than the hashing.
+        out["row_digest"] = pd.util.hash_pandas_object(frame[mapped], index=False).astype(np.int64)
+        key = pd.Series("", index=frame.index, dtype=object)
+        for target, kind in IDENTITY_KINDS:
+            hashes = pd.Series(None, index=frame.index, dtype=object)
+            values = pd.Series(None, index=frame.index, dtype=object)
+            if target in frame:
+                column = frame[target].fillna("")
+                uniques = [v for v in column.unique() if v]
+                digests = {v: _hex(identity_hash(kind, v)) for v in uniques}
+                hashes = column.map(digests)
+                stored = {v: stored_value(kind, v) for v in uniques}
+                values = column.map(stored)
+                key = key.where(key != "", hashes.fillna(""))
+            out[f"{kind}_hash"] = hashes
+            out[f"{kind}_value"] = values
+        if "email" in frame:
+            emails = frame["email"].fillna("")
+            digests = {v: _hex(email_digest(v)) for v in emails.unique() if v}
+            out["email_digest"] = emails.map(digests)
+        if "email_sha256" in frame:
+            shas = frame["email_sha256"].fillna("")
+            digests = {v: _hex(crypto.keyed_hash(SHA256_KIND, v)) for v in shas.unique() if v}
+            out["sha_digest"] = shas.map(digests)
+            key = key.where(key != "", out["sha_digest"].fillna(""))
+        out["customer_key"] = key.where(key != "")
+        if plan.kind == F.TRANSACTIONS:
+            self._transaction_columns(frame, out)
+        else:
+            self._profile_columns(frame, out)
+        return out.reindex(columns=self.columns)
+
+    @staticmethod
+    def _transaction_columns(frame, out) -> None:
+        for name in ("order_id", "currency", "product", "sku", "category", "channel", "store"):
+            if name in frame:
+                out[name] = frame[name]
+        out["ts_us"] = (frame["timestamp"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(microseconds=1)
+        out["amount"] = frame["amount"]
+        if "quantity" in frame:
+            out["quantity"] = frame["quantity"]
+
+    def _profile_columns(self, frame, out) -> None:
+        for name in NAME_FIELDS:
+            if name in frame:
+                column = frame[name].fillna("")
+                out[name] = column.map(lambda v: crypto.encrypt(v) if v else None)
+                out[f"{name}_digest"] = column.map(lambda v: crypto.keyed_hash_hex("name", v)[:32] if v else None)
+        for name in TEXT_TRAITS:
+            if name in frame:
+                out[name] = frame[name]
+        now = self.plan.now
+        if "birth_date" in frame:
+            birth = frame["birth_date"]
+            out["birth_date"] = birth.dt.strftime("%Y-%m-%d")
+            out["birth_year"] = birth.dt.year.astype("Int64")
+            age = now.year - birth.dt.year - ((now.month, now.day) < (1, 1))
+            before_birthday = (birth.dt.month > now.month) | ((birth.dt.month == now.month) & (birth.dt.day > now.day))
+            out["age"] = (age - before_birthday.astype(int)).astype("Int64")
+        if "age" in frame:
+            given = frame["age"].astype("Int64")
+            out["age"] = given if "age" not in out else out["age"].fillna(given)
+            if "birth_year" not in out:
+                out["birth_year"] = (now.year - given).astype("Int64")
+        custom = [c for c in frame.columns if c.startswith(F.CUSTOM_PREFIX)]
+        if custom:
+            names = [c[len(F.CUSTOM_PREFIX):] for c in custom]
+            records = frame[custom].fillna("").itertuples(index=False, name=None)
+            out["traits"] = [orjson.dumps({k: v for k, v in zip(names, values, strict=True) if v}).decode()
+                             for values in records]
+        if "consent_purpose" in frame:
+            stated = frame["consent_purpose"].fillna("") != ""
+            out["consent_purpose"] = frame["consent_purpose"].where(stated)
+            out["consent_granted"] = frame["consent_granted"].where(stated)
+            if "consent_date" in frame:
+                out["consent_at"] = frame["consent_date"].where(stated)
+
+
+# --- the set-based part --------------------------------------------------------------------------
+
+def _run(cursor, statement, params=None) -> int:
+    cursor.execute(statement, params)
+    return cursor.rowcount
+
+
+def rejects_find(cursor, plan: Plan) -> tuple[list[tuple], int]:
+    """Rows the file contradicts itself on: exact duplicates (skipped) and, for transactions, an
+    order id used for two customers or two currencies. Returns the report lines and the count of
+    duplicates; the rows are removed from the stage."""
+    if plan.kind == F.TRANSACTIONS:
+        order_header = plan.header_of("order_id")
+        cursor.execute("""
+            CREATE TEMP TABLE import_rejects ON COMMIT DROP AS
+            WITH ranked AS (
+                SELECT row_number, order_id, currency, customer_key,
+                       first_value(row_number) OVER (PARTITION BY order_id, row_digest ORDER BY row_number) AS same_as,
+                       first_value(row_number) OVER w AS first_row,
+                       first_value(customer_key) OVER w AS first_customer,
+                       first_value(currency) OVER w AS first_currency
+                FROM import_stage WINDOW w AS (PARTITION BY order_id ORDER BY row_number))
+            SELECT row_number, order_id AS value,
+                   CASE WHEN same_as <> row_number THEN 'duplicate of row ' || same_as || ' (skipped)'
+                        WHEN first_customer IS DISTINCT FROM customer_key
+                            THEN 'order id already used for another customer at row ' || first_row
+                        ELSE 'order id already used with another currency at row ' || first_row END AS reason,
+                   same_as <> row_number AS duplicate
+            FROM ranked
+            WHERE same_as <> row_number OR first_customer IS DISTINCT FROM customer_key
+               OR first_currency IS DISTINCT FROM currency""")
+        column = order_header
+    else:
+        cursor.execute("""
+            CREATE TEMP TABLE import_rejects ON COMMIT DROP AS
+            SELECT row_number, NULL::text AS value, 'duplicate of row ' || same_as || ' (skipped)' AS reason,
+                   true AS duplicate
+            FROM (SELECT row_number, first_value(row_number) OVER (PARTITION BY row_digest ORDER BY row_number)
+                         AS same_as FROM import_stage) d
+            WHERE same_as <> row_number""")
+        column = ""
+    cursor.execute("ANALYZE import_rejects")
+    cursor.execute("DELETE FROM import_stage s USING import_rejects r WHERE s.row_number = r.row_number")
+    cursor.execute("ANALYZE import_stage")
+    cursor.execute("SELECT row_number, value, reason, duplicate FROM import_rejects ORDER BY row_number")
+    lines, duplicates = [], 0
+    for row_number, value, reason, duplicate in cursor.fetchall():
+        lines.append((row_number, column, value or "", reason))
+        duplicates += bool(duplicate)
+    return lines, duplicates
+
+
+def identities_resolve(cursor, plan: Plan) -> None:
+    """Which existing profile each row belongs to (through any of its identifiers)."""
+    kinds = [kind for _f, kind in IDENTITY_KINDS]
+    values = sql.SQL(", ").join(
+        sql.SQL("({}, {}, {}, {}, {})").format(
+            sql.Literal(position), sql.Literal(kind), sql.Identifier(f"{kind}_hash"), sql.Identifier(f"{kind}_value"),
+            sql.SQL("encode(s.email_digest, 'hex')") if kind == Identity.Kind.EMAIL else sql.SQL("NULL::text"))
+        for position, kind in enumerate(kinds, start=1))
+    if plan.kind != F.TRANSACTIONS:
+        values = sql.SQL("{}, (9, {}, s.sha_digest, NULL, NULL::text)").format(values, sql.Literal(SHA256_KIND))
+    cursor.execute(sql.SQL("""
+        CREATE TEMP TABLE import_row_ident ON COMMIT DROP AS
+        SELECT s.row_number, v.priority, v.kind, v.hash, v.value, v.digest
+        FROM import_stage s CROSS JOIN LATERAL (VALUES {}) AS v(priority, kind, hash, value, digest)
+        WHERE v.hash IS NOT NULL""").format(values))
+    cursor.execute("CREATE INDEX ON import_row_ident (row_number)")
+    cursor.execute("ANALYZE import_row_ident")
+    # GROUP BY (hash aggregate) instead of DISTINCT ON (a sort of every row). Any row's value
+    # will do: for emails and phones each is a ciphertext of the same normalised identifier.
+    cursor.execute("""
+        CREATE TEMP TABLE import_ident ON COMMIT DROP AS
+        SELECT kind, hash, min(value) AS value, min(digest) AS digest, min(row_number) AS first_row,
+               NULL::bigint AS identity_id, NULL::uuid AS profile_id
+        FROM import_row_ident GROUP BY kind, hash""")
+    cursor.execute("CREATE INDEX ON import_ident (kind, hash)")
+    cursor.execute("ANALYZE import_ident")
+    identities_refresh(cursor)
+    # Each row's profile: one its identifiers already belong to, else one another row of the same
+    # customer (same customer key) matched, else a new profile per customer key (made up here,
+    # created by profiles_create).
+    cursor.execute("""
+        CREATE TEMP TABLE import_row_match ON COMMIT DROP AS
+        SELECT r.row_number, min(i.profile_id::text)::uuid AS profile_id
+        FROM import_row_ident r JOIN import_ident i ON i.kind = r.kind AND i.hash = r.hash
+        WHERE i.profile_id IS NOT NULL GROUP BY r.row_number""")
+    cursor.execute("ANALYZE import_row_match")
+    cursor.execute("""
+        CREATE TEMP TABLE import_key ON COMMIT DROP AS
+        SELECT s.customer_key, min(m.profile_id::text)::uuid AS matched, gen_random_uuid() AS fresh
+        FROM import_stage s LEFT JOIN import_row_match m USING (row_number) GROUP BY s.customer_key""")
+    cursor.execute("ANALYZE import_key")
+    cursor.execute("""
+        CREATE TEMP TABLE import_target ON COMMIT DROP AS
+        SELECT s.row_number, s.customer_key, coalesce(m.profile_id, k.matched, k.fresh) AS profile_id,
+               coalesce(m.profile_id, k.matched) IS NOT NULL AS matched
+        FROM import_stage s LEFT JOIN import_row_match m USING (row_number)
+             JOIN import_key k ON k.customer_key = s.customer_key""")
+    cursor.execute("CREATE UNIQUE INDEX ON import_target (row_number)")
+    cursor.execute("CREATE INDEX ON import_target (customer_key)")
+    # Temp tables have no statistics until analysed; without them the planner picks nested loops
+    # over 10^5 x 10^5 rows.
+    cursor.execute("ANALYZE import_target")
+
+
+def identities_refresh(cursor) -> None:
+    """Point staged identifiers at the identities (and live profiles) that hold them now."""
+    cursor.execute("""
+        UPDATE import_ident i SET identity_id = pi.id, profile_id = coalesce(pr.merged_into_id, pi.profile_id)
+        FROM profiles_identity pi JOIN profiles_profile pr ON pr.id = pi.profile_id
+        WHERE pi.kind = i.kind AND pi.value_hash = i.hash
+          AND (i.identity_id IS NULL OR i.profile_id IS DISTINCT FROM coalesce(pr.merged_into_id, pi.profile_id))""")
+    cursor.execute("""
+        UPDATE import_ident i SET identity_id = d.identity_id, profile_id = coalesce(pr.merged_into_id, pi.profile_id)
+        FROM profiles_emaildigest d JOIN profiles_identity pi ON pi.id = d.identity_id
+             JOIN profiles_profile pr ON pr.id = pi.profile_id
+        WHERE i.kind = %s AND d.digest_hash = i.hash AND i.identity_id IS NULL""", [SHA256_KIND])
+
+
+def unmatched_reject(cursor, plan: Plan) -> list[tuple]:
+    """Enrichment never creates people: rows matching no profile go to the report."""
+    cursor.execute("""
+        DELETE FROM import_target WHERE NOT matched RETURNING row_number""")
+    rows = sorted(r[0] for r in cursor.fetchall())
+    if rows:
+        cursor.execute("DELETE FROM import_stage WHERE row_number = ANY(%s)", [rows])
+    return [(row, "", "", "no existing profile has this email, email hash or customer id") for row in rows]
+
+
+def profiles_create(cursor, plan: Plan, source_id: int) -> int:
+    """One new profile per customer key among rows that matched nobody."""
+    cursor.execute("""
+        CREATE TEMP TABLE import_new ON COMMIT DROP AS
+        SELECT customer_key, fresh AS profile_id FROM import_key WHERE matched IS NULL""")
+    seen = f"min({TS})" if plan.kind == F.TRANSACTIONS else "now()"
+    last = f"max({TS})" if plan.kind == F.TRANSACTIONS else "now()"
+    created = _run(cursor, sql.SQL("""
+        INSERT INTO profiles_profile (id, created_at, updated_at, first_seen_at, last_seen_at, gender, country, city,
+            postcode, income_band, language, occupation, last_device_type, last_os, last_browser, traits)
+        SELECT t.profile_id, now(), now(), {}, {}, '', '', '', '', '', '', '', '', '', '', '{{}}'::jsonb
+        FROM import_target t JOIN import_stage s USING (row_number)
+        WHERE NOT t.matched GROUP BY t.profile_id""").format(sql.SQL(seen), sql.SQL(last)))
+    return created
+
+
+def identities_insert(cursor, source_id: int) -> list[tuple]:
+    """Insert new identities, link each row's identifiers (rule crm_row), and return the pairs of
+    different existing profiles that one row joins (to be merged)."""
+    cursor.execute("""
+        INSERT INTO profiles_identity (profile_id, kind, value_hash, value, source_id, first_seen_at, last_seen_at)
+        SELECT t.profile_id, i.kind, i.hash, i.value, %s, now(), now()
+        FROM import_ident i JOIN import_target t ON t.row_number = i.first_row
+        WHERE i.identity_id IS NULL AND i.kind <> %s
+        ON CONFLICT (kind, value_hash) DO NOTHING""", [source_id, SHA256_KIND])
+    identities_refresh(cursor)
+    cursor.execute("""
+        INSERT INTO profiles_emaildigest (identity_id, digest_hash)
+        SELECT identity_id, decode(digest, 'hex') FROM import_ident
+        WHERE kind = %s AND digest IS NOT NULL AND identity_id IS NOT NULL
+        ON CONFLICT (identity_id) DO NOTHING""", [Identity.Kind.EMAIL])
+    # Star edges: each row's first identifier (by priority) to each of its others. Grouping per
+    # row (no self-join) keeps this linear in the rows.
+    cursor.execute("""
+        INSERT INTO profiles_identitylink (identity_a_id, identity_b_id, rule, source_id, first_seen_at, last_seen_at,
+                                           is_active, deactivation_reason)
+        SELECT DISTINCT least(g.ids[1], other.id), greatest(g.ids[1], other.id), 'crm_row', %s, now(), now(), true, ''
+        FROM (SELECT array_agg(i.identity_id ORDER BY ri.priority) AS ids
+              FROM import_row_ident ri JOIN import_ident i ON i.kind = ri.kind AND i.hash = ri.hash
+              WHERE ri.kind <> %s AND i.identity_id IS NOT NULL
+              GROUP BY ri.row_number HAVING count(*) > 1) g
+             CROSS JOIN LATERAL unnest(g.ids[2:]) AS other(id)
+        WHERE other.id <> g.ids[1]
+        ON CONFLICT (identity_a_id, identity_b_id, rule) DO NOTHING""", [source_id, SHA256_KIND])
+    cursor.execute("""
+        SELECT DISTINCT least(t.profile_id::text, i.profile_id::text)::uuid, greatest(t.profile_id::text,
+               i.profile_id::text)::uuid
+        FROM import_row_ident r JOIN import_ident i ON i.kind = r.kind AND i.hash = r.hash
+             JOIN import_target t ON t.row_number = r.row_number
+        WHERE i.profile_id IS NOT NULL AND i.profile_id <> t.profile_id""")
+    return cursor.fetchall()
+
+
+def traits_update(cursor, plan: Plan, source_id: int, authoritative: bool) -> None:
+    """Upsert profile traits: in a file the last non-empty value wins; against the database the
+    import's non-empty value wins unless an authoritative source set the field and this source is
+    not authoritative. Unchanged profiles are not rewritten (re-importing changes nothing)."""
+    present = set(STAGE_COLUMNS[plan.kind])
+    mapped = plan.targets
+    fields = [f for f in (*NAME_FIELDS, *TEXT_TRAITS, *NUMBER_TRAITS)
+              if f in mapped or (f in NUMBER_TRAITS and {"age", "birth_date"} & mapped)]
+    if not fields and not any(t.startswith(F.CUSTOM_PREFIX) for t in mapped) and "birth_date" not in mapped:
+        return
+    last_value = "(array_agg(s.{c} ORDER BY s.row_number DESC) FILTER (WHERE s.{c} IS NOT NULL))[1] AS {c}"
+    aggregates = [sql.SQL(last_value).format(c=sql.Identifier(f)) for f in fields]
+    for name in NAME_FIELDS:
+        if name in fields:
+            aggregates.append(sql.SQL(last_value).format(c=sql.Identifier(f"{name}_digest")))
+    if "birth_date" in mapped:
+        aggregates.append(sql.SQL(last_value).format(c=sql.Identifier("birth_date")))
+    aggregates.append(sql.SQL("""coalesce((SELECT jsonb_object_agg(e.key, e.value ORDER BY x.row_number)
+        FROM import_stage x JOIN import_target y USING (row_number), jsonb_each(coalesce(x.traits, '{}')) e
+        WHERE y.profile_id = t.profile_id), '{}'::jsonb) AS custom""") if "traits" in present and any(
+        c.startswith(F.CUSTOM_PREFIX) for c in mapped) else sql.SQL("'{}'::jsonb AS custom"))
+    cursor.execute(sql.SQL("""
+        CREATE TEMP TABLE import_traits ON COMMIT DROP AS
+        SELECT t.profile_id, {} FROM import_stage s JOIN import_target t USING (row_number)
+        GROUP BY t.profile_id""").format(sql.SQL(", ").join(aggregates)))
+    cursor.execute("ANALYZE import_traits")
+    if "birth_date" in mapped:
+        cursor.execute("""UPDATE import_traits SET custom = custom || jsonb_build_object('birth_date', birth_date)
+                          WHERE birth_date IS NOT NULL""")
+    # May this source write field f of this profile? (authoritative sources always may)
+    allowed = ("(%(authoritative)s OR NOT coalesce((prov.fields->>{key})::bigint = ANY(%(authoritative_ids)s), false))")
+    settings_parts, new_parts, old_parts, provenance_parts = [], [], [], []
+    for name in fields:
+        key = sql.Literal(name)
+        may = sql.SQL(allowed).format(key=key)
+        if name in NAME_FIELDS:
+            digest_key = sql.Literal(f"{name}#")
+            # Names are ciphertext (a new nonce each time): compare keyed digests, keep the old
+            # ciphertext when the name did not change.
+            new_value = sql.SQL(
+                "CASE WHEN n.{c} IS NOT NULL AND {may} AND (prov.fields->>{dk}) IS DISTINCT FROM n.{d} "
+                "THEN n.{c} ELSE p.{c} END").format(c=sql.Identifier(name), may=may, dk=digest_key,
+                                                   d=sql.Identifier(f"{name}_digest"))
+            provenance_parts.append(sql.SQL(
+                "CASE WHEN n.{c} IS NOT NULL AND {may} THEN jsonb_build_object({k}, %(source)s, {dk}, n.{d}) "
+                "ELSE '{{}}'::jsonb END").format(c=sql.Identifier(name), may=may, k=key, dk=digest_key,
+                                                 d=sql.Identifier(f"{name}_digest")))
+        else:
+            new_value = sql.SQL("CASE WHEN n.{c} IS NOT NULL AND {may} THEN n.{c} ELSE p.{c} END").format(
+                c=sql.Identifier(name), may=may)
+            provenance_parts.append(sql.SQL(
+                "CASE WHEN n.{c} IS NOT NULL AND {may} THEN jsonb_build_object({k}, %(source)s) "
+                "ELSE '{{}}'::jsonb END").format(c=sql.Identifier(name), may=may, k=key))
+        settings_parts.append(sql.SQL("{c} = x.{c}").format(c=sql.Identifier(name)))
+        new_parts.append(sql.SQL("{} AS {}").format(new_value, sql.Identifier(name)))
+        old_parts.append(sql.SQL("p.{} AS {}").format(sql.Identifier(name), sql.Identifier(f"old_{name}")))
+    custom_allowed = sql.SQL("""(SELECT coalesce(jsonb_object_agg(e.key, e.value), '{{}}'::jsonb)
+        FROM jsonb_each(n.custom) e WHERE {may})""").format(may=sql.SQL(allowed).format(
+        key=sql.SQL("('traits.' || e.key)")))
+    new_parts.append(sql.SQL("p.traits || {} AS traits").format(custom_allowed))
+    settings_parts.append(sql.SQL("traits = x.traits"))
+    old_parts.append(sql.SQL("p.traits AS old_traits"))
+    provenance_parts.append(sql.SQL("""(SELECT coalesce(jsonb_object_agg('traits.' || e.key, %(source)s), '{{}}'::jsonb)
+        FROM jsonb_each(n.custom) e WHERE {may})""").format(may=sql.SQL(allowed).format(
+        key=sql.SQL("('traits.' || e.key)"))))
+    params = {"authoritative": authoritative, "authoritative_ids": _authoritative_sources(cursor), "source": source_id}
+    cursor.execute(sql.SQL("""
+        CREATE TEMP TABLE import_profile_new ON COMMIT DROP AS
+        SELECT p.id, {new}, {old}, {provenance} AS provenance
+        FROM profiles_profile p JOIN import_traits n ON n.profile_id = p.id
+             LEFT JOIN profiles_traitprovenance prov ON prov.profile_id = p.id""").format(
+        new=sql.SQL(", ").join(new_parts), old=sql.SQL(", ").join(old_parts),
+        provenance=sql.SQL(" || ").join(provenance_parts)), params)
+    new_row = sql.SQL(", ").join(sql.SQL("x.{}").format(sql.Identifier(n)) for n in [*fields, "traits"])
+    old_row = sql.SQL(", ").join(sql.SQL("x.{}").format(sql.Identifier(f"old_{n}")) for n in [*fields, "traits"])
+    cursor.execute(sql.SQL("""
+        UPDATE profiles_profile p SET {sets}, updated_at = now()
+        FROM import_profile_new x WHERE p.id = x.id AND ROW({old_row}) IS DISTINCT FROM ROW({new_row})""").format(
+        sets=sql.SQL(", ").join(settings_parts), new_row=new_row, old_row=old_row))
+    cursor.execute("""
+        INSERT INTO profiles_traitprovenance (profile_id, fields)
+        SELECT id, provenance FROM import_profile_new WHERE provenance <> '{}'::jsonb
+        ON CONFLICT (profile_id) DO UPDATE SET fields = profiles_traitprovenance.fields || EXCLUDED.fields
+        WHERE profiles_traitprovenance.fields IS DISTINCT FROM profiles_traitprovenance.fields || EXCLUDED.fields""")
+
+
+def _authoritative_sources(cursor) -> list[int]:
+    cursor.execute("SELECT id FROM profiles_source WHERE is_authoritative")
+    return [row[0] for row in cursor.fetchall()]
+
+
+def consents_stage(cursor, job_id: int, source_id: int) -> int:
+    """Consent columns become pending consent rows (handed to the consent ledger later)."""
+    return _run(cursor, """
+        INSERT INTO profiles_pendingconsent (job_id, profile_id, purpose, granted, stated_at, source_id, created_at)
+        SELECT DISTINCT ON (t.profile_id, s.consent_purpose, s.consent_at, s.consent_granted)
+               %s, t.profile_id, s.consent_purpose, s.consent_granted, s.consent_at, %s, now()
+        FROM import_stage s JOIN import_target t USING (row_number)
+        WHERE s.consent_purpose IS NOT NULL AND s.consent_granted IS NOT NULL AND s.consent_at IS NOT NULL
+        ON CONFLICT (profile_id, purpose, stated_at, granted) DO NOTHING""", [job_id, source_id])
+
+
+def transactions_insert(cursor, source_id: int) -> int:
+    """Orders (rows sharing an order id are its lines) ON CONFLICT (source, order_id) DO NOTHING,
+    with one item per line; returns how many orders were new."""
+    cursor.execute("SELECT EXISTS (SELECT 1 FROM import_stage GROUP BY order_id HAVING count(*) > 1)")
+    if cursor.fetchone()[0]:
+        orders = sql.SQL("""
+            SELECT s.order_id, min(t.profile_id::text)::uuid AS profile_id, sum(s.amount) AS amount,
+                   min(s.currency) AS currency, min(s.channel) AS channel, coalesce(min(s.store), '') AS store,
+                   min({ts}) AS ts
+            FROM import_stage s JOIN import_target t USING (row_number) GROUP BY s.order_id""").format(ts=sql.SQL(TS))
+    else:  # one line per order (the common export): no aggregation needed
+        orders = sql.SQL("""
+            SELECT s.order_id, t.profile_id, s.amount, s.currency, s.channel, coalesce(s.store, '') AS store,
+                   {ts} AS ts
+            FROM import_stage s JOIN import_target t USING (row_number)""").format(ts=sql.SQL(TS))
+    cursor.execute(sql.SQL("""
+        CREATE TEMP TABLE import_orders ON COMMIT DROP AS
+        WITH orders AS ({orders}),
+        inserted AS (
+            INSERT INTO profiles_transaction (source_id, order_id, profile_id, amount, currency, channel, store,
+                                              timestamp, created_at)
+            SELECT %s, order_id, profile_id, amount, currency, channel, store, ts, now() FROM orders
+            ON CONFLICT (source_id, order_id) DO NOTHING
+            RETURNING id, order_id, profile_id)
+        SELECT * FROM inserted""").format(orders=orders), [source_id])
+    cursor.execute("ANALYZE import_orders")
+    cursor.execute("""
+        INSERT INTO profiles_transactionitem (transaction_id, product_sku, product_name, category, price, quantity)
+        SELECT o.id, coalesce(s.sku, ''), coalesce(s.product, ''), coalesce(s.category, ''),
+               round(s.amount / greatest(coalesce(s.quantity, 1), 1), 2), coalesce(s.quantity, 1)
+        FROM import_orders o JOIN import_stage s ON s.order_id = o.order_id
+        WHERE s.sku IS NOT NULL OR s.product IS NOT NULL OR s.category IS NOT NULL""")
+    cursor.execute("SELECT count(*) FROM import_orders")
+    return cursor.fetchone()[0]
+
+
+def touched_profile_batches(connection, batch: int):
+    """Profiles that got new orders, `batch` ids at a time, through a server-side cursor (a big
+    import touches millions; they never all sit in the worker's memory)."""
+    with connection.cursor(name="import_touched") as cursor:
+        cursor.execute("SELECT DISTINCT profile_id::text FROM import_orders")
+        while rows := cursor.fetchmany(batch):
+            yield [row[0] for row in rows]
+
+
+def counts(cursor) -> tuple[int, int, int]:
+    """(rows loaded, existing profiles matched, new profiles)."""
+    cursor.execute("""SELECT count(*), count(DISTINCT profile_id) FILTER (WHERE matched),
+                             (SELECT count(*) FROM import_new) FROM import_target""")
+    return cursor.fetchone()
+
+
+def load(cursor, plan: Plan, *, job_id: int, source_id: int, authoritative: bool, on_phase) -> tuple[LoadResult,
+                                                                                                       list[tuple]]:
+    """Everything after staging; returns the result and the extra report lines (SQL-found rejects)."""
+    result = LoadResult()
+    on_phase("checking duplicates")
+    report, result.rows_duplicate = rejects_find(cursor, plan)
+    result.rows_rejected_in_sql = len(report) - result.rows_duplicate
+    on_phase("matching identities")
+    identities_resolve(cursor, plan)
+    if plan.kind == F.ENRICHMENT:
+        unmatched = unmatched_reject(cursor, plan)
+        report += unmatched
+        result.rows_rejected_in_sql += len(unmatched)
+        cursor.execute("CREATE TEMP TABLE import_new ON COMMIT DROP AS SELECT NULL::bytea AS customer_key, "
+                       "NULL::uuid AS profile_id LIMIT 0")
+    else:
+        on_phase("creating profiles")
+        result.profiles_created = profiles_create(cursor, plan, source_id)
+    pairs = identities_insert(cursor, source_id)
+    result.merge_pairs = merge_requests_submit(pairs=pairs, job_id=job_id)
+    if plan.kind == F.TRANSACTIONS:
+        on_phase("loading transactions")
+        result.transactions_created = transactions_insert(cursor, source_id)
+    else:
+        on_phase("updating traits")
+        traits_update(cursor, plan, source_id, authoritative)
+        if "consent_purpose" in plan.targets:
+            result.consents = consents_stage(cursor, job_id, source_id)
+    on_phase("finishing")
+    result.rows_loaded, result.profiles_matched, _ = counts(cursor)
+    return result, report
