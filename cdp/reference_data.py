@@ -1,4 +1,4 @@
-"""Rows the product needs in every database: roles and consent purposes.
+"""Rows the product needs in every database: roles, consent purposes, blocked identifier values.
 
 Data migrations create them on a new database; `reference_data_ensure` (idempotent) puts them
 back where a database was emptied without migrating (tests that flush, `manage.py flush`).
@@ -29,3 +29,6 @@ def reference_data_ensure() -> None:
     for key, name, description, basis in PURPOSES:
         Purpose.objects.get_or_create(key=key, defaults={"name": name, "description": description,
                                                          "legal_basis": basis})
+    from profiles.identity.blocklist import blocked_identifiers_ensure_defaults
+
+    blocked_identifiers_ensure_defaults()

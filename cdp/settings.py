@@ -237,3 +237,12 @@ CDP_DEFAULT_PHONE_REGION = env_str("CDP_DEFAULT_PHONE_REGION", "").upper() or No
 # Demo data loaded by `make run` into an empty database.
 CDP_DEMO_PROFILES = env_int("CDP_DEMO_PROFILES", 20000, minimum=0)
 CDP_DEMO_DAYS = env_int("CDP_DEMO_DAYS", 90, minimum=1)
+
+# Identity resolution (profiles/identity/): events per resolver batch (one transaction each),
+# how long one task run keeps taking batches before it re-enqueues itself, and the guard rails:
+# at most this many user ids per profile, and an anonymous id seen with more user ids than this
+# is a shared device (not used for linking). README "Configuration" lists them.
+CDP_IDENTITY_BATCH_SIZE = env_int("CDP_IDENTITY_BATCH_SIZE", 20000, minimum=1, maximum=200000)
+CDP_IDENTITY_TASK_SECONDS = env_int("CDP_IDENTITY_TASK_SECONDS", 60, minimum=1)
+CDP_IDENTITY_MAX_USER_IDS = env_int("CDP_IDENTITY_MAX_USER_IDS", 1, minimum=1)
+CDP_IDENTITY_SHARED_DEVICE_USER_IDS = env_int("CDP_IDENTITY_SHARED_DEVICE_USER_IDS", 3, minimum=1)

@@ -98,3 +98,47 @@ class TransactionItemAdmin(admin.ModelAdmin):
 class RejectedEventAdmin(admin.ModelAdmin):
     list_display = ("received_at", "reason", "source", "batch_index", "replayed_at")
     list_filter = ("reason",)
+
+
+# --- identity resolution
+
+@admin.register(models.ProfileMerge)
+class ProfileMergeAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "kind", "profile", "other_profile", "rule", "events_moved", "actor")
+    list_filter = ("kind", "rule")
+    raw_id_fields = ("profile", "other_profile", "link", "actor", "undone_by")
+    exclude = ("state_before",)  # encrypted snapshot, meaningless to a human
+    show_full_result_count = False
+
+    def has_add_permission(self, request):
+        return False  # merges are made by the resolver and the profile screen, never by hand
+
+
+@admin.register(models.ProfileTraitSource)
+class ProfileTraitSourceAdmin(admin.ModelAdmin):
+    list_display = ("profile", "name", "source", "is_authoritative", "observed_at")
+    raw_id_fields = ("profile", "source")
+    show_full_result_count = False
+
+
+@admin.register(models.BlockedIdentifier)
+class BlockedIdentifierAdmin(admin.ModelAdmin):
+    list_display = ("value", "kind", "match", "is_active", "is_default", "hits", "last_hit_at")
+    list_filter = ("kind", "match", "is_active", "is_default")
+    search_fields = ("value", "note")
+    readonly_fields = ("hits", "last_hit_at", "created_at")
+
+
+@admin.register(models.IdentityFlag)
+class IdentityFlagAdmin(admin.ModelAdmin):
+    list_display = ("key", "kind", "status", "occurrences", "last_seen_at")
+    list_filter = ("kind", "status")
+    raw_id_fields = ("identity", "other_identity", "link", "resolved_by")
+    show_full_result_count = False
+
+
+@admin.register(models.IdentityRebuild)
+class IdentityRebuildAdmin(admin.ModelAdmin):
+    list_display = ("started_at", "status", "dry_run", "components", "identities_moved", "profiles_absorbed",
+                    "profiles_created", "seconds")
+    list_filter = ("status",)
