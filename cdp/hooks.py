@@ -14,8 +14,21 @@ REALTIME_TASK = "segments.realtime_evaluate"
 RESOLVE_TASK = "profiles.identity_resolve_pending"
 
 
+_discovered = False
+
+
+def _task_exists(name: str) -> bool:
+    """Whether a task of this name is in the code base. Web processes never start a worker, so
+    Celery's lazy autodiscovery has not imported the apps' tasks modules there yet: do it once."""
+    global _discovered
+    if name not in current_app.tasks and not _discovered:
+        current_app.loader.import_default_modules()
+        _discovered = True
+    return name in current_app.tasks
+
+
 def _send_on_commit(name: str, kwargs: dict) -> bool:
-    if name not in current_app.tasks:
+    if not _task_exists(name):
         return False
     transaction.on_commit(lambda: current_app.send_task(name, kwargs=kwargs))
     return True

@@ -188,10 +188,10 @@ def _lock_pair(cursor, identity_a: int, identity_b: int):
             raise FlagError("not_found", "One of the identifiers no longer exists.")
         locked = locks.profiles_lock(cursor, set(profiles.values()))
         cursor.execute("SELECT id, profile_id FROM profiles_identity WHERE id = ANY(%s)", [[identity_a, identity_b]])
-        if dict(cursor.fetchall()) == profiles and all(m is None for _, m in locked.values()):
+        if dict(cursor.fetchall()) == profiles and all(row[1] is None for row in locked.values()):
             ids = set(profiles.values())
             if len(ids) == 1:
                 return ids.pop(), None
-            survivor = min(ids, key=lambda p: (locked[p][0], str(p)))
+            survivor = min(ids, key=lambda p: locks.survivor_key(p, locked[p][0], locked[p][2]))
             return survivor, (ids - {survivor}).pop()
     raise FlagError("busy", "The profiles keep changing; try again in a moment.")

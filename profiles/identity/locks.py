@@ -23,10 +23,16 @@ def graph_lock_exclusive(cursor) -> None:
 
 
 def profiles_lock(cursor, profile_ids) -> dict:
-    """Lock these profiles (ascending id); return {id: (created_at, merged_into_id)}."""
+    """Lock these profiles (ascending id); return {id: (created_at, merged_into_id, first_seen_at)}."""
     ids = sorted(set(profile_ids))
     if not ids:
         return {}
-    cursor.execute(sql.SQL("SELECT id, created_at, merged_into_id FROM profiles_profile WHERE id = ANY(%s) "
-                           "ORDER BY id FOR UPDATE"), [ids])
-    return {row[0]: (row[1], row[2]) for row in cursor.fetchall()}
+    cursor.execute(sql.SQL("SELECT id, created_at, merged_into_id, first_seen_at FROM profiles_profile "
+                           "WHERE id = ANY(%s) ORDER BY id FOR UPDATE"), [ids])
+    return {row[0]: (row[1], row[2], row[3]) for row in cursor.fetchall()}
+
+
+def survivor_key(profile_id, created_at, first_seen_at):
+    """Which profile survives a merge: the oldest (created first, then seen first, then by id),
+    so the id handed out earliest keeps working."""
+    return created_at, first_seen_at or created_at, str(profile_id)

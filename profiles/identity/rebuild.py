@@ -67,7 +67,8 @@ def graph_copy_out(cursor) -> GraphArrays:
                            _IDENTITY_ROW)
     links = _copy_out(cursor, "COPY (SELECT identity_a_id, identity_b_id FROM profiles_identitylink WHERE is_active) "
                               "TO STDOUT (FORMAT binary)", _LINK_ROW)
-    return GraphArrays(identities["id"].astype(np.int64), identities["profile"], links["a"].astype(np.int64),
+    return GraphArrays(identities["id"].astype(np.int64), np.ascontiguousarray(identities["profile"]),
+                       links["a"].astype(np.int64),
                        links["b"].astype(np.int64))
 
 
@@ -110,7 +111,7 @@ def repairs_find(graph: GraphArrays, count: int, labels: np.ndarray) -> Repair:
     mixed_components = np.unique(labels[codes != some_profile[labels]])
     some_component = np.full(int(codes.max()) + 1, -1, dtype=np.int64)
     some_component[codes] = labels
-    spread = codes != some_component[codes]
+    spread = labels != some_component[codes]
     split_profiles = sorted({bytes(p) for p in np.unique(graph.profiles[spread])})
     members = defaultdict(list)
     absorb = 0
@@ -184,17 +185,16 @@ def _merges_for(cursor, components: list[list]) -> list[Merge]:
     """Per component holding several profiles (read again after splits): the oldest profile
     survives, the others are absorbed."""
     component_of = {identity_id: n for n, members in enumerate(components) for identity_id in members}
-    cursor.execute("SELECT i.id, i.profile_id, p.created_at FROM profiles_identity i JOIN profiles_profile p "
-                   "ON p.id = i.profile_id WHERE i.id = ANY(%s)", [list(component_of)])
-    profiles = defaultdict(dict)
-    for identity_id, profile_id, created_at in cursor.fetchall():
-        profiles[component_of[identity_id]][profile_id] = created_at
-    locks.profiles_lock(cursor, {p for found in profiles.values() for p in found})
+    cursor.execute("SELECT id, profile_id FROM profiles_identity WHERE id = ANY(%s)", [list(component_of)])
+    profiles = defaultdict(set)
+    for identity_id, profile_id in cursor.fetchall():
+        profiles[component_of[identity_id]].add(profile_id)
+    locked = locks.profiles_lock(cursor, {p for found in profiles.values() for p in found})
     merges = []
     for found in profiles.values():
         if len(found) < 2:
             continue
-        survivor = min(found, key=lambda p: (found[p], str(p)))
+        survivor = min(found, key=lambda p: locks.survivor_key(p, locked[p][0], locked[p][2]))
         merges.extend(Merge(p, survivor, None, "rebuild") for p in sorted(set(found) - {survivor}, key=str))
     return merges
 

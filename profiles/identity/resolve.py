@@ -267,7 +267,7 @@ class _Resolver:
     def _lock_and_validate(self) -> None:
         profiles = {profile_id for _, profile_id in self.existing.values()}
         self.locked = locks.profiles_lock(self.cursor, profiles)
-        if any(merged_into is not None for _, merged_into in self.locked.values()) or len(self.locked) != len(profiles):
+        if any(row[1] is not None for row in self.locked.values()) or len(self.locked) != len(profiles):
             raise Conflict("a profile involved was merged or deleted meanwhile")
         ids = [identity_id for identity_id, _ in self.existing.values()]
         self.cursor.execute("SELECT id, profile_id FROM profiles_identity WHERE id = ANY(%s)", [ids])
@@ -324,7 +324,8 @@ class _Resolver:
         self.new_profiles = set()
         for root, group in groups.roots():
             if group.profiles:
-                survivor = min(group.profiles, key=lambda p: (self.locked[p][0], str(p)))
+                survivor = min(group.profiles, key=lambda p: locks.survivor_key(p, self.locked[p][0],
+                                                                                 self.locked[p][2]))
                 for absorbed in sorted(set(group.profiles) - {survivor}, key=str):
                     edge = group.merge_edges.get(absorbed)
                     self.merges.append(Merge(absorbed, survivor, None, edge[2] if edge else "", None))

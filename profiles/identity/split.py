@@ -285,7 +285,7 @@ def _lock_component_of(cursor, identity_id: int):
             raise UnmergeError("not_found", "That identifier no longer exists.")
         locked = locks.profiles_lock(cursor, [row[0]])
         cursor.execute("SELECT profile_id FROM profiles_identity WHERE id = %s", [identity_id])
-        if cursor.fetchone()[0] == row[0] and locked.get(row[0], (None, None))[1] is None:
+        if cursor.fetchone()[0] == row[0] and row[0] in locked and locked[row[0]][1] is None:
             return row[0]
     raise UnmergeError("busy", "The profile keeps changing; try again in a moment.")
 

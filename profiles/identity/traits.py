@@ -167,7 +167,7 @@ class ProfileState:
         return {name.removeprefix(TRAITS_PREFIX) for name in self.changed}
 
     def to_snapshot(self) -> dict:
-        return {"values": self.values, "seen": {k: v.isoformat() if isinstance(v, datetime) else v
+        return {"values": dict(self.values), "seen": {k: v.isoformat() if isinstance(v, datetime) else v
                                                 for k, v in self.seen.items()},
                 "sources": {name: [p.observed_at.isoformat() if p.observed_at else None, p.source_id,
                                    p.authoritative] for name, p in self.sources.items()}}
