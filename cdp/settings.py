@@ -242,7 +242,7 @@ CDP_DEMO_DAYS = env_int("CDP_DEMO_DAYS", 90, minimum=1)
 # how long one task run keeps taking batches before it re-enqueues itself, and the guard rails:
 # at most this many user ids per profile, and an anonymous id seen with more user ids than this
 # is a shared device (not used for linking). README "Configuration" lists them.
-CDP_IDENTITY_BATCH_SIZE = env_int("CDP_IDENTITY_BATCH_SIZE", 20000, minimum=1, maximum=200000)
+CDP_IDENTITY_BATCH_SIZE = env_int("CDP_IDENTITY_BATCH_SIZE", 50000, minimum=1, maximum=200000)
 CDP_IDENTITY_TASK_SECONDS = env_int("CDP_IDENTITY_TASK_SECONDS", 60, minimum=0)  # 0: one batch per run
 CDP_IDENTITY_MAX_USER_IDS = env_int("CDP_IDENTITY_MAX_USER_IDS", 1, minimum=1)
 CDP_IDENTITY_SHARED_DEVICE_USER_IDS = env_int("CDP_IDENTITY_SHARED_DEVICE_USER_IDS", 3, minimum=1)

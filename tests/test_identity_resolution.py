@@ -166,7 +166,7 @@ def test_blocked_email_and_staff_added_pattern_do_not_merge(web):
     BlockedIdentifier.objects.create(kind="user_id", match="regex", value=r"^qa-", note="QA logins")
     a = event_insert(source=web, type="identify", user_id="qa-1", anonymous_id="d1", traits={"email": "TEST@test.com"})
     b = event_insert(source=web, type="identify", user_id="qa-2", anonymous_id="d2", traits={"email": "test@test.com"})
-    c = event_insert(source=web, type="identify", anonymous_id="d3", traits={"email": "someone@example.com"})
+    c = event_insert(source=web, type="identify", anonymous_id="d3", traits={"email": "NoEmail@NoEmail.com"})
     resolve_all()
 
     assert len({profile_of_event(a), profile_of_event(b), profile_of_event(c)}) == 3

@@ -22,19 +22,20 @@ from profiles.models import BlockedIdentifier
 
 MAX_PATTERN_LENGTH = 200
 
-# (kind or "" for any, match, value, note). Keep in step with migration 0005.
+# (kind or "" for any, match, value, note, active). Keep in step with migration 0005.
 DEFAULTS = [
-    *[("", "exact", value, "placeholder sent by tracking code") for value in (
+    *[("", "exact", value, "placeholder sent by tracking code", True) for value in (
         "", "null", "undefined", "none", "nil", "nan", "0", "-1", "anonymous", "anon", "unknown", "guest",
         "test", "n/a", "na", "[object object]", "true", "false", "00000000-0000-0000-0000-000000000000")],
-    *[("email", "exact", value, "test or placeholder address") for value in (
+    *[("email", "exact", value, "test or placeholder address", True) for value in (
         "test@test.com", "test@example.com", "example@example.com", "email@example.com", "user@example.com",
         "noemail@noemail.com", "no@email.com", "none@none.com", "abc@abc.com", "a@a.com")],
+    # Off by default: the demo data's addresses use these reserved domains. Turn it on in production.
     ("email", "regex", r"@(example\.(com|org|net)|[^@]*\.(test|invalid|example|localhost))$",
-     "reserved example domains (RFC 2606)"),
-    ("", "regex", r"^0+$", "all zeros"),
-    ("", "regex", r"^(.)\1{5,}$", "one character repeated (aaaaaa, 1111111)"),
-    ("phone", "regex", r"^\+\d{1,3}0{6,}$", "national number all zeros"),
+     "reserved example domains (RFC 2606); off by default, the demo data uses them", False),
+    ("", "regex", r"^0+$", "all zeros", True),
+    ("", "regex", r"^(.)\1{5,}$", "one character repeated (aaaaaa, 1111111)", True),
+    ("phone", "regex", r"^\+\d{1,3}0{6,}$", "national number all zeros", True),
 ]
 
 
@@ -103,8 +104,8 @@ def blocklist_load() -> Blocklist:
 def blocked_identifiers_ensure_defaults() -> int:
     """Create missing default rows (never changes existing ones); return how many were created."""
     created = 0
-    for kind, match, value, note in DEFAULTS:
+    for kind, match, value, note, active in DEFAULTS:
         _, was_created = BlockedIdentifier.objects.get_or_create(
-            kind=kind, match=match, value=value, defaults={"note": note, "is_default": True})
+            kind=kind, match=match, value=value, defaults={"note": note, "is_default": True, "is_active": active})
         created += was_created
     return created

@@ -33,3 +33,33 @@ def device_fields(device_type: str | None, os_name: str | None, browser: str | N
         if not device_type and not _BOT.search(agent):
             device_type = "tablet" if _TABLET.search(agent) else "mobile" if _MOBILE.search(agent) else "desktop"
     return device_type.lower()[:20], os_name[:40], browser[:40]
+
+
+def device_sql(device: str = "f.device", os_column: str = "f.os", browser: str = "f.browser",
+               user_agent: str = "f.ua") -> tuple[dict, list]:
+    """The same classification as `device_fields`, as SQL over a row's columns (for the resolver's
+    set-based activity update): ({"device": …, "os": …, "browser": …} Composables, parameters)."""
+    from psycopg import sql
+
+    def column(name: str) -> sql.Composable:
+        return sql.SQL(".").join(sql.Identifier(part) for part in name.split("."))
+
+    agent = sql.SQL("left({}, 512)").format(column(user_agent))
+    params: list = []
+
+    def cascade(table) -> sql.Composable:
+        cases = []
+        for name, pattern in table:
+            cases.append(sql.SQL("WHEN {} ~ %s THEN %s").format(agent))
+            params.extend([pattern.pattern, name])
+        return sql.SQL("CASE {} ELSE '' END").format(sql.SQL(" ").join(cases))
+
+    device_expr = sql.SQL(
+        "left(lower(COALESCE(NULLIF(btrim({d}), ''), CASE WHEN {a} IS NULL OR {a} ~* %s THEN '' "
+        "WHEN {a} ~ %s THEN 'tablet' WHEN {a} ~ %s THEN 'mobile' ELSE 'desktop' END)), 20)"
+    ).format(d=column(device), a=agent)
+    params.extend([_BOT.pattern, _TABLET.pattern, _MOBILE.pattern])
+    os_expr = sql.SQL("left(COALESCE(NULLIF(btrim({}), ''), {}), 40)").format(column(os_column), cascade(_OS))
+    browser_expr = sql.SQL("left(COALESCE(NULLIF(btrim({}), ''), {}), 40)").format(column(browser),
+                                                                                   cascade(_BROWSERS))
+    return {"device": device_expr, "os": os_expr, "browser": browser_expr}, params

@@ -11,8 +11,11 @@ matched on keyed hashes; nothing here touches the database.
 """
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-from profiles.identifiers import identity_hash, normalize
+from django.conf import settings
+
+from profiles.identifiers import identity_hash, normalize, stored_value
 from profiles.identity.blocklist import Blocklist
 from profiles.models import Identity, IdentityLink
 
@@ -22,8 +25,9 @@ Rule = IdentityLink.Rule
 PREVIOUS = "previous"
 
 
-@dataclass(frozen=True)
-class Node:
+class Node(NamedTuple):
+    """A node of the graph as the resolver sees it (a tuple: hashed and compared in C)."""
+
     kind: str
     value_hash: bytes
 
@@ -97,3 +101,55 @@ class Extractor:
 
 def anonymous_node(found):
     return found[0] if found else None
+
+
+class IdentifierCache:
+    """Normalised value, stored value, keyed hash and blocking row of raw identifiers, kept
+    across batches: a site's visitors come back, so most identifiers of a batch were seen in an
+    earlier one. Valid for one blocklist and one hash key (see `identifier_cache`)."""
+
+    MAX_ENTRIES = 2_000_000
+
+    def __init__(self, blocklist: Blocklist, signature):
+        self.blocklist = blocklist
+        self.signature = signature
+        self.entries: dict[tuple[str, str], tuple] = {}
+
+    def get(self, kind: str, raw: str) -> tuple:
+        """(value, stored value, hash, blocking row id); value and hash None when unusable."""
+        key = (kind, raw)
+        found = self.entries.get(key)
+        if found is None:
+            if len(self.entries) >= self.MAX_ENTRIES:
+                self.entries.clear()
+            value = normalize(kind, raw)
+            row = self.blocklist.match(kind, value) if value is not None else None
+            if value is None or row is not None:
+                found = (None, None, None, row)
+            else:
+                found = (value, stored_value(kind, value), identity_hash(kind, value), None)
+            self.entries[key] = found
+        return found
+
+    def previous(self, raw: str) -> tuple[tuple, tuple]:
+        """An alias's previousId read as a user id and as an anonymous id. Blocked or malformed
+        as an anonymous id (the usual case) means unusable either way."""
+        as_anonymous = self.get(Kind.ANONYMOUS_ID, raw)
+        if as_anonymous[2] is None:
+            return as_anonymous, as_anonymous
+        value = as_anonymous[0]
+        return (value, value, identity_hash(Kind.USER_ID, value), None), as_anonymous
+
+
+_cache: IdentifierCache | None = None
+
+
+def identifier_cache(blocklist: Blocklist) -> IdentifierCache:
+    """The process's cache, renewed when the blocked values or the hash key change."""
+    global _cache
+    signature = (settings.CDP_HASH_KEY, tuple(sorted(blocklist.exact.items())),
+                 tuple((kind, pattern.pattern, row) for kind, pattern, row in blocklist.patterns))
+    if _cache is None or _cache.signature != signature:
+        _cache = IdentifierCache(blocklist, signature)
+    _cache.blocklist = blocklist  # hits are counted on the current batch's blocklist
+    return _cache

@@ -87,24 +87,21 @@ def shared_devices_flag(cursor, counts: dict, *, now) -> int:
 
 
 def refused_links_flag(cursor, refused: list[tuple], *, now) -> int:
-    """Open (or count again) a user-id-limit flag per refused link: rows of
-    (link id, identity a, identity b, first seen, last seen, kind, refused now)."""
-    rows = [r for r in refused if r[5] == IdentityFlag.Kind.USER_ID_LIMIT]
-    new = [r for r in rows if r[6]]
+    """Open a user-id-limit flag per link refused now, count again the ones refused before:
+    rows of (link id, refused now)."""
+    new = [link_id for link_id, refused_now in refused if refused_now]
     if new:
         cursor.execute(
             "INSERT INTO profiles_identityflag (key, kind, status, identity_id, other_identity_id, link_id, "
             "user_id_count, occurrences, first_seen_at, last_seen_at, resolution_note) "
-            "SELECT 'user_id_limit:' || t.link, 'user_id_limit', 'open', t.a, t.b, t.link, 0, 1, t.first, t.last, '' "
-            "FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::timestamptz[], %s::timestamptz[]) "
-            "AS t(link, a, b, first, last) ON CONFLICT (key) DO UPDATE SET occurrences = profiles_identityflag.occurrences + 1, "
-            "last_seen_at = GREATEST(profiles_identityflag.last_seen_at, excluded.last_seen_at)",
-            [[r[0] for r in new], [r[1] for r in new], [r[2] for r in new], [r[3] for r in new], [r[4] for r in new]])
-    again = [r for r in rows if not r[6]]
+            "SELECT 'user_id_limit:' || l.id, 'user_id_limit', 'open', l.identity_a_id, l.identity_b_id, l.id, 0, 1, "
+            "l.first_seen_at, l.last_seen_at, '' FROM profiles_identitylink l WHERE l.id = ANY(%s) "
+            "ON CONFLICT (key) DO UPDATE SET occurrences = profiles_identityflag.occurrences + 1, "
+            "last_seen_at = GREATEST(profiles_identityflag.last_seen_at, excluded.last_seen_at)", [new])
+    again = [link_id for link_id, refused_now in refused if not refused_now]
     if again:
         cursor.execute("UPDATE profiles_identityflag SET occurrences = occurrences + 1, last_seen_at = GREATEST("
-                       "last_seen_at, %s) WHERE key = ANY(%s)",
-                       [now, [f"user_id_limit:{r[0]}" for r in again]])
+                       "last_seen_at, %s) WHERE key = ANY(%s)", [now, [f"user_id_limit:{i}" for i in again]])
     return len(new)
 
 

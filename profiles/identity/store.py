@@ -27,8 +27,9 @@ def json_value(value):
     return orjson.loads(value) if isinstance(value, str | bytes) else value
 
 
-def temp_copy(cursor, name: str, columns: list[tuple[str, str]], rows) -> None:
-    """(Re)create temporary table `name` with `columns` [(name, type)] and COPY `rows` into it."""
+def temp_copy(cursor, name: str, columns: list[tuple[str, str]], rows, *, analyze: bool = False) -> None:
+    """(Re)create temporary table `name` with `columns` [(name, type)] and COPY `rows` into it.
+    Without statistics the planner still sees the table's size; `analyze` when a join needs more."""
     table = sql.Identifier(name)
     cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
     definition = sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t in columns)
@@ -37,7 +38,13 @@ def temp_copy(cursor, name: str, columns: list[tuple[str, str]], rows) -> None:
     with cursor.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(table, names)) as copy:
         for row in rows:
             copy.write_row(row)
-    cursor.execute(sql.SQL("ANALYZE {}").format(table))
+    if analyze:
+        cursor.execute(sql.SQL("ANALYZE {}").format(table))
+
+
+def encrypt_snapshot(snapshot: dict) -> str:
+    """A ProfileState snapshot as stored in ProfileMerge.state_before (JSON, encrypted)."""
+    return crypto.encrypt(orjson.dumps(snapshot).decode())
 
 
 def sources_authority(cursor) -> dict[int, bool]:

@@ -11,21 +11,22 @@ ANY_EXACT = ("", "null", "undefined", "none", "nil", "nan", "0", "-1", "anonymou
 EMAIL_EXACT = ("test@test.com", "test@example.com", "example@example.com", "email@example.com", "user@example.com",
                "noemail@noemail.com", "no@email.com", "none@none.com", "abc@abc.com", "a@a.com")
 DEFAULTS = [
-    *[("", "exact", value, "placeholder sent by tracking code") for value in ANY_EXACT],
-    *[("email", "exact", value, "test or placeholder address") for value in EMAIL_EXACT],
+    *[("", "exact", value, "placeholder sent by tracking code", True) for value in ANY_EXACT],
+    *[("email", "exact", value, "test or placeholder address", True) for value in EMAIL_EXACT],
+    # Off by default: the demo data's addresses use these reserved domains. Turn it on in production.
     ("email", "regex", r"@(example\.(com|org|net)|[^@]*\.(test|invalid|example|localhost))$",
-     "reserved example domains (RFC 2606)"),
-    ("", "regex", r"^0+$", "all zeros"),
-    ("", "regex", r"^(.)\1{5,}$", "one character repeated (aaaaaa, 1111111)"),
-    ("phone", "regex", r"^\+\d{1,3}0{6,}$", "national number all zeros"),
+     "reserved example domains (RFC 2606); off by default, the demo data uses them", False),
+    ("", "regex", r"^0+$", "all zeros", True),
+    ("", "regex", r"^(.)\1{5,}$", "one character repeated (aaaaaa, 1111111)", True),
+    ("phone", "regex", r"^\+\d{1,3}0{6,}$", "national number all zeros", True),
 ]
 
 
 def create_defaults(apps, schema_editor):
     BlockedIdentifier = apps.get_model("profiles", "BlockedIdentifier")
-    for kind, match, value, note in DEFAULTS:
+    for kind, match, value, note, active in DEFAULTS:
         BlockedIdentifier.objects.get_or_create(kind=kind, match=match, value=value,
-                                                defaults={"note": note, "is_default": True})
+                                                defaults={"note": note, "is_default": True, "is_active": active})
 
 
 def remove_defaults(apps, schema_editor):
