@@ -81,3 +81,26 @@ def test_the_rebuild_command_reports_and_the_schedule_runs_it(db, capsys):
     assert schedule["identity-resolve-sweep"]["task"] == "profiles.identity_resolve_pending"
     app.loader.import_default_modules()  # what a worker does at start
     assert {"profiles.identity_graph_rebuild", "profiles.identity_resolve_pending"} <= set(app.tasks)
+
+
+def test_repairs_are_found_exactly_on_a_small_graph():
+    """Vectorised comparison of components with profiles, on 128-bit profile ids."""
+    import uuid
+
+    import numpy as np
+
+    from profiles.identity.rebuild import GraphArrays, components_of, repairs_find
+
+    p = [uuid.UUID(int=(n + 1) * (1 << 70) + n) for n in range(6)]  # distinct, equal low halves for some
+    #            A: P0 + P1 (missed merge) | B, C: P2 spread | D: P3 + P4, E: P3 | F: P5 alone
+    identities = [(1, p[0]), (2, p[1]), (3, p[2]), (4, p[2]), (5, p[3]), (6, p[4]), (7, p[3]), (8, p[5])]
+    links = [(1, 2), (5, 6)]
+    graph = GraphArrays(np.array([i for i, _ in identities], dtype=np.int64),
+                        np.frombuffer(b"".join(x.bytes for _, x in identities), dtype="<u8").reshape(-1, 2),
+                        np.array([a for a, _ in links], dtype=np.int64), np.array([b for _, b in links], dtype=np.int64))
+    count, labels = components_of(graph)
+    repair = repairs_find(graph, count, labels)
+    assert count == 6
+    assert sorted(sorted(members) for members in repair.merge_components) == [[1, 2], [5, 6]]
+    assert {uuid.UUID(bytes=raw) for raw in repair.split_profiles} == {p[2], p[3]}
+    assert repair.profiles_to_absorb == 2

@@ -18,6 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
+import psycopg
 from django.db import connection, transaction
 from django.utils import timezone
 from scipy.sparse import csr_matrix
@@ -30,15 +31,20 @@ from profiles.models import IdentityRebuild
 
 logger = logging.getLogger(__name__)
 
-_HEADER = 19  # binary COPY: 11-byte signature, 4-byte flags, 4-byte header extension length (0)
-_IDENTITY_ROW = np.dtype([("n", ">i2"), ("l1", ">i4"), ("id", ">i8"), ("l2", ">i4"), ("profile", "V16")])
-_LINK_ROW = np.dtype([("n", ">i2"), ("l1", ">i4"), ("a", ">i8"), ("l2", ">i4"), ("b", ">i8")])
+# Rows go out as a few big bytea values (one aggregate per column, per chunk of ids), not one
+# COPY message per row: 2.5 M rows as CopyData messages cost ~3 s of protocol handling alone.
+# Both aggregates of a chunk see the rows in the same order, so the columns stay aligned.
+_IDENTITIES = ("SELECT string_agg(int8send(id), ''::bytea), string_agg(uuid_send(profile_id), ''::bytea) "
+               "FROM profiles_identity WHERE id >= %s AND id < %s")
+_LINKS = ("SELECT string_agg(int8send(identity_a_id), ''::bytea), string_agg(int8send(identity_b_id), ''::bytea) "
+          "FROM profiles_identitylink WHERE is_active AND id >= %s AND id < %s")
+CHUNK = 4_000_000  # ids per round trip: keeps every value far below PostgreSQL's 1 GB limit
 
 
 @dataclass
 class GraphArrays:
     identity_ids: np.ndarray  # int64
-    profiles: np.ndarray  # V16 (uuid bytes)
+    profiles: np.ndarray  # (n, 2) uint64: the profile uuid's 16 bytes
     link_a: np.ndarray  # int64 identity ids
     link_b: np.ndarray
 
@@ -51,25 +57,30 @@ class Repair:
     profiles_to_absorb: int = 0  # before splits: sum over mixed components of (profiles - 1)
 
 
-def _copy_out(cursor, query: str, dtype: np.dtype) -> np.ndarray:
-    chunks = []
-    with cursor.copy(query) as copy:
-        for block in copy:
-            chunks.append(bytes(block))
-    data = b"".join(chunks)
-    count = (len(data) - _HEADER - 2) // dtype.itemsize
-    return np.frombuffer(data, dtype=dtype, count=count, offset=_HEADER)
+def _columns(cursor, query: str, table: str) -> tuple[bytes, bytes]:
+    """The two aggregated columns of `query` over all ids of `table`, chunk by chunk."""
+    cursor.execute(f"SELECT coalesce(min(id), 0), coalesce(max(id), -1) FROM {table}")  # noqa: S608 - our table
+    low, high = cursor.fetchone()
+    first, second = [], []
+    # A cursor with binary results: bytea arrives as raw bytes, no hex decoding.
+    with psycopg.Cursor(cursor.connection) as binary:
+        for start in range(low, high + 1, CHUNK):
+            binary.execute(query, [start, start + CHUNK], binary=True)
+            a, b = binary.fetchone()
+            if a is not None:
+                first.append(a)
+                second.append(b)
+    return b"".join(first), b"".join(second)
 
 
 def graph_copy_out(cursor) -> GraphArrays:
-    """Identities and active links, as arrays (binary COPY, parsed without a Python loop)."""
-    identities = _copy_out(cursor, "COPY (SELECT id, profile_id FROM profiles_identity) TO STDOUT (FORMAT binary)",
-                           _IDENTITY_ROW)
-    links = _copy_out(cursor, "COPY (SELECT identity_a_id, identity_b_id FROM profiles_identitylink WHERE is_active) "
-                              "TO STDOUT (FORMAT binary)", _LINK_ROW)
-    return GraphArrays(identities["id"].astype(np.int64), np.ascontiguousarray(identities["profile"]),
-                       links["a"].astype(np.int64),
-                       links["b"].astype(np.int64))
+    """Identities (id, profile) and active links as arrays, read without a per-row Python step."""
+    ids, profiles = _columns(cursor, _IDENTITIES, "profiles_identity")
+    link_a, link_b = _columns(cursor, _LINKS, "profiles_identitylink")
+    return GraphArrays(np.frombuffer(ids, dtype=">i8").astype(np.int64),
+                       np.frombuffer(profiles, dtype="<u8").reshape(-1, 2),
+                       np.frombuffer(link_a, dtype=">i8").astype(np.int64),
+                       np.frombuffer(link_b, dtype=">i8").astype(np.int64))
 
 
 def components_of(graph: GraphArrays) -> tuple[int, np.ndarray]:
@@ -90,37 +101,61 @@ def components_of(graph: GraphArrays) -> tuple[int, np.ndarray]:
     return connected_components(matrix, directed=False)
 
 
-def _profile_codes(profiles: np.ndarray) -> np.ndarray:
-    """A dense code per distinct profile id. Factorises a 64-bit fold of the uuid (10x faster
-    than sorting 16-byte values) and verifies it is exact; falls back if two ids collide."""
-    halves = profiles.view("<u8").reshape(-1, 2)
-    key = halves[:, 0] ^ (halves[:, 1] * np.uint64(0x9E3779B97F4A7C15))
-    unique_keys, first, codes = np.unique(key, return_index=True, return_inverse=True)
-    if np.array_equal(halves[first[codes]], halves):
-        return codes
-    return np.unique(profiles, return_inverse=True)[1]
+_FOLD = np.uint64(0x9E3779B97F4A7C15)
 
 
 def repairs_find(graph: GraphArrays, count: int, labels: np.ndarray) -> Repair:
-    """Components that hold several profiles, and profiles spread over several components."""
+    """Components that hold several profiles, and profiles spread over several components.
+
+    Vectorised and exact on the 128-bit profile ids: a component is mixed when any identity's
+    profile differs from the one last written for the component; among the other (pure)
+    components, two with the same profile mean that profile is spread.
+    """
     if len(labels) == 0:
         return Repair(0, [], [])
-    codes = _profile_codes(graph.profiles)
-    some_profile = np.full(count, -1, dtype=np.int64)
-    some_profile[labels] = codes
-    mixed_components = np.unique(labels[codes != some_profile[labels]])
-    some_component = np.full(int(codes.max()) + 1, -1, dtype=np.int64)
-    some_component[codes] = labels
-    spread = labels != some_component[codes]
-    split_profiles = sorted({bytes(p) for p in np.unique(graph.profiles[spread])})
-    members = defaultdict(list)
-    absorb = 0
+    hi, lo = graph.profiles[:, 0], graph.profiles[:, 1]
+    rep_hi, rep_lo = np.zeros(count, dtype=np.uint64), np.zeros(count, dtype=np.uint64)
+    rep_hi[labels], rep_lo[labels] = hi, lo
+    mixed_rows = (hi != rep_hi[labels]) | (lo != rep_lo[labels])
+    mixed_components = np.unique(labels[mixed_rows])
+    pure = np.ones(count, dtype=bool)
+    pure[mixed_components] = False
+    pure_ids = np.nonzero(pure)[0]
+    key = rep_hi[pure_ids] ^ (rep_lo[pure_ids] * _FOLD)
+    order = np.argsort(key, kind="stable")
+    sorted_keys = key[order]
+    same = np.nonzero(sorted_keys[1:] == sorted_keys[:-1])[0]
+    spread = set()
+    for n in same.tolist():  # verify candidates on all 128 bits (a 64-bit fold may collide)
+        a, b = pure_ids[order[n]], pure_ids[order[n + 1]]
+        if rep_hi[a] == rep_hi[b] and rep_lo[a] == rep_lo[b]:
+            spread.add((int(rep_hi[a]), int(rep_lo[a])))
+    members, profiles_of = defaultdict(list), defaultdict(set)
     if len(mixed_components):
         selected = np.isin(labels, mixed_components)
-        pairs = np.unique(labels[selected].astype(np.int64) * (int(codes.max()) + 1) + codes[selected])
-        absorb = len(pairs) - len(mixed_components)
-        for label, identity_id in zip(labels[selected].tolist(), graph.identity_ids[selected].tolist(), strict=True):
+        for label, identity_id, h, lw in zip(labels[selected].tolist(), graph.identity_ids[selected].tolist(),
+                                            hi[selected].tolist(), lo[selected].tolist(), strict=True):
             members[label].append(identity_id)
+            profiles_of[label].add((h, lw))
+        seen = defaultdict(int)
+        for found in profiles_of.values():
+            for profile in found:
+                seen[profile] += 1
+        spread |= {profile for profile, times in seen.items() if times > 1}
+        # A profile of a mixed component that is also some pure component's profile is spread too.
+        candidates = list(seen)
+        folded = np.array([h ^ ((lw * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF) for h, lw in candidates],
+                          dtype=np.uint64)
+        at = np.searchsorted(sorted_keys, folded)
+        for (h, lw), position, fold in zip(candidates, at.tolist(), folded.tolist(), strict=True):
+            while position < len(sorted_keys) and sorted_keys[position] == fold:
+                component = pure_ids[order[position]]
+                if int(rep_hi[component]) == h and int(rep_lo[component]) == lw:
+                    spread.add((h, lw))
+                    break
+                position += 1
+    absorb = sum(len(found) - 1 for found in profiles_of.values())
+    split_profiles = sorted(np.array(list(p), dtype="<u8").tobytes() for p in spread)
     return Repair(count, list(members.values()), split_profiles, absorb)
 
 
