@@ -19,10 +19,13 @@ _discovered = False
 
 def _task_exists(name: str) -> bool:
     """Whether a task of this name is in the code base. Web processes never start a worker, so
-    Celery's lazy autodiscovery has not imported the apps' tasks modules there yet: do it once."""
+    Celery's lazy autodiscovery has not imported the apps' tasks modules there yet: import them
+    once (only the modules: no worker start-up checks)."""
     global _discovered
     if name not in current_app.tasks and not _discovered:
-        current_app.loader.import_default_modules()
+        from django.apps import apps
+
+        current_app.loader.autodiscover_tasks([config.name for config in apps.get_app_configs()])
         _discovered = True
     return name in current_app.tasks
 

@@ -16,4 +16,5 @@ urlpatterns = [
          name="flag_dismiss"),
     path("identity/blocked/", views.identity_blocked, name="blocked"),
     path("identity/blocked/<int:blocked_id>/toggle/", views.identity_blocked_toggle, name="blocked_toggle"),
+    path("identity/unattributed/requeue/", views.identity_unattributed_requeue, name="unattributed_requeue"),
 ]

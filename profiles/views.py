@@ -24,6 +24,7 @@ from profiles.identity import selectors as graph
 from profiles.identity.blocklist import pattern_error
 from profiles.identity.flags import FlagError, identity_flag_dismiss, identity_flag_link
 from profiles.identity.paths import identity_path
+from profiles.identity.resolve import events_unattributed_count, events_unattributed_requeue
 from profiles.identity.split import UnmergeError, identity_link_deactivate, unmerge_preview
 from profiles.models import BlockedIdentifier, Identity, IdentityFlag, IdentityLink, Profile
 
@@ -277,7 +278,20 @@ def identity_blocked(request):
                 return redirect("profiles:blocked")
     page = Paginator(graph.blocked_identifiers(), 100).get_page(request.GET.get("page"))
     return render(request, "profiles/profile_blocked.html", {
-        "page": page, "form": form, "can_change": request.user.has_perm("profiles.change_identity_graph")})
+        "page": page, "form": form, "can_change": request.user.has_perm("profiles.change_identity_graph"),
+        "unattributed": events_unattributed_count()})
+
+
+@login_required
+@require_POST
+@permission_required("profiles.change_identity_graph", raise_exception=True)
+def identity_unattributed_requeue(request):
+    count = events_unattributed_requeue()
+    audit_record(actor=request.user, action="identity.unattributed_requeued", object_type="event",
+                 details={"events": count})
+    messages.success(request, f"{count} unattributed events sent back to resolution." if count
+                     else "No unattributed events.")
+    return redirect("profiles:blocked")
 
 
 @login_required

@@ -246,3 +246,28 @@ def test_blocked_values_screen_adds_validates_and_toggles(client, users):
     event_insert(source=web, name="x", user_id="guest-user")
     resolve_all()
     assert Identity.objects.filter(kind="user_id", value_hash=identity_hash("user_id", "guest-user")).exists()
+
+
+def test_unattributed_events_can_be_resolved_again_after_unblocking(client, users):
+    from profiles.identity.store import UNATTRIBUTED
+    from profiles.models import Event
+    from tests.identity_helpers import profile_of_event
+
+    web = Source.objects.create(name="Web")
+    event_id = event_insert(source=web, name="Page", anonymous_id="guest")
+    resolve_all()
+    assert profile_of_event(event_id) == UNATTRIBUTED
+    client.force_login(users["dan"])
+    assert client.get(reverse("profiles:blocked")).context["unattributed"] == 1
+    guest = BlockedIdentifier.objects.get(kind="", match="exact", value="guest")
+    client.post(reverse("profiles:blocked_toggle", args=[guest.id]))
+
+    client.force_login(users["cora"])
+    assert client.post(reverse("profiles:unattributed_requeue")).status_code == 403
+    assert profile_of_event(event_id) == UNATTRIBUTED
+    client.force_login(users["dan"])
+    client.post(reverse("profiles:unattributed_requeue"))
+    assert Event.objects.get(id=event_id).profile_id is None
+    resolve_all()
+    assert profile_of_event(event_id) not in (None, UNATTRIBUTED)
+    assert Identity.objects.filter(kind="anonymous_id", value_hash=identity_hash("anonymous_id", "guest")).exists()

@@ -613,3 +613,23 @@ def _separated_pairs(cursor, pairs) -> set:
                    "WHERE NOT l.is_active AND l.deactivated_by_id IS NOT NULL",
                    [[a for a, _ in pairs], [b for _, b in pairs]])
     return set(cursor.fetchall())
+
+
+def events_unattributed_count() -> int:
+    """Events kept but attributed to nobody (all their identifiers were blocked)."""
+    with connection.cursor() as cursor:  # index profiles_event_profile_name_ts
+        cursor.execute("SELECT count(*) FROM profiles_event WHERE profile_id = %s", [store.UNATTRIBUTED])
+        return cursor.fetchone()[0]
+
+
+@transaction.atomic
+def events_unattributed_requeue() -> int:
+    """Send events attributed to nobody back to resolution (after a blocked value was switched
+    off, say); returns how many. The resolver is notified after commit."""
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE profiles_event SET profile_id = NULL WHERE profile_id = %s", [store.UNATTRIBUTED])
+        count = cursor.rowcount
+    if count:
+        hooks.events_ingested(source_id=0, count=count)
+    logger.info("unattributed events sent back to resolution", extra={"events": count})
+    return count

@@ -16,7 +16,7 @@ from profiles.identity.traits import SEEN, TRAITS_PREFIX, TYPED, ProfileState, P
 
 # Events that no usable identifier ties to anyone (every id blocked) point here: a profile id
 # no Profile row has (events carry no foreign key), so they leave the unresolved index, are
-# kept, and join no segment. Re-resolve them with `events_unattributed_requeue`.
+# kept, and join no segment. resolve.events_unattributed_requeue sends them back to resolution.
 UNATTRIBUTED = uuid.UUID(int=0)
 ENCRYPTED = frozenset({"first_name", "last_name"})
 ORDER_EVENT_NAMES = ("Order Completed", "order_completed")
