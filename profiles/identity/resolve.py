@@ -141,8 +141,11 @@ FOR UPDATE SKIP LOCKED
 """
 # Anonymous and user ids come with when and where each was first and last seen in the batch
 # (most events carry nothing else, so nodes are built from these few rows, not per event).
+# Only (kind, raw) travels to Python.
 _RAW_IDENTIFIERS = """
-SELECT kind, raw, min(ts), max(ts), (array_agg(source_id ORDER BY ts, id))[1] FROM (
+CREATE TEMPORARY TABLE _rraw ON COMMIT DROP AS
+SELECT kind, raw, min(ts) AS first_seen, max(ts) AS last_seen,
+       (array_agg(source_id ORDER BY ts, id))[1] AS source_id FROM (
     SELECT 'anonymous_id' AS kind, anon AS raw, ts, id, source_id FROM _rb WHERE anon <> ''
     UNION ALL SELECT 'user_id', uid, ts, id, source_id FROM _rb WHERE uid <> ''
 ) seen GROUP BY kind, raw
@@ -186,8 +189,9 @@ SELECT n.kind, n.hash, min(h.value) AS value, min(h.stored) AS stored, min(n.fir
        max(n.last_seen) AS last_seen, (array_agg(n.source_id ORDER BY n.first_seen))[1] AS source_id,
        NULL::bigint AS identity_id, NULL::uuid AS profile_id
 FROM (
-    SELECT kind, hash, first_seen, last_seen, source_id FROM _rid
-    WHERE kind IN ('anonymous_id', 'user_id') AND hash IS NOT NULL
+    SELECT i.kind, i.hash, r.first_seen, r.last_seen, r.source_id FROM _rid i
+    JOIN _rraw r ON r.kind = i.kind AND r.raw = i.raw
+    WHERE i.kind IN ('anonymous_id', 'user_id') AND i.hash IS NOT NULL
     UNION ALL SELECT 'email', email_hash, ts, ts, source_id FROM _re WHERE email_hash IS NOT NULL AND phash IS NOT NULL
     UNION ALL SELECT 'phone', phone_hash, ts, ts, source_id FROM _re WHERE phone_hash IS NOT NULL AND phash IS NOT NULL
     UNION ALL SELECT prev_kind, prev_hash, ts, ts, source_id FROM _re WHERE prev_hash IS NOT NULL
@@ -328,7 +332,7 @@ class _Resolver:
 
     def run(self) -> BatchResult:
         locks.graph_lock_shared(self.cursor)
-        for table in ("_rb", "_rid", "_rhash", "_re", "_rn", "_redge", "_rassign", "_rdecision", "_rfinal", "_ract"):
+        for table in ("_rb", "_rraw", "_rid", "_rhash", "_re", "_rn", "_redge", "_rassign", "_rdecision", "_rfinal", "_ract"):
             self.cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
         self.cursor.execute(_CLAIM, [list(store.ORDER_EVENT_NAMES), self.limit])
         self.result.events = self.cursor.rowcount
@@ -351,19 +355,18 @@ class _Resolver:
     # -- 2. distinct identifiers in Python ------------------------------------------------------
     def _identifiers(self) -> None:
         self.cursor.execute(_RAW_IDENTIFIERS)
+        self.cursor.execute("SELECT kind, raw FROM _rraw")
         cache = identifier_cache(self.blocklist)
         rows = []
-        for kind, raw, first, last, source_id in self.cursor.fetchall():
+        for kind, raw in self.cursor.fetchall():
             if kind == "previous":
                 as_user, as_anonymous = cache.previous(raw)
-                rows.append(("previous_user", raw, *as_user, first, last, source_id))
-                rows.append(("previous_anon", raw, *as_anonymous, first, last, source_id))
+                rows.append(("previous_user", raw, *as_user))
+                rows.append(("previous_anon", raw, *as_anonymous))
             else:
-                rows.append((kind, raw, *cache.get(kind, raw), first, last, source_id))
+                rows.append((kind, raw, *cache.get(kind, raw)))
         store.temp_copy(self.cursor, "_rid", [("kind", "text"), ("raw", "text"), ("value", "text"),
-                                              ("stored", "text"), ("hash", "bytea"), ("blocked", "bigint"),
-                                              ("first_seen", "timestamptz"), ("last_seen", "timestamptz"),
-                                              ("source_id", "bigint")], rows)
+                                              ("stored", "text"), ("hash", "bytea"), ("blocked", "bigint")], rows)
         self.cursor.execute(
             "CREATE TEMPORARY TABLE _rhash ON COMMIT DROP AS SELECT DISTINCT ON (kind, hash) "
             "CASE kind WHEN 'previous_user' THEN 'user_id' WHEN 'previous_anon' THEN 'anonymous_id' ELSE kind END AS kind, "

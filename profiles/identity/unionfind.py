@@ -5,9 +5,9 @@ joins two groups (an order-dependent decision SciPy's one-shot components cannot
 from dataclasses import dataclass, field
 
 
-@dataclass
+@dataclass(slots=True)
 class Group:
-    profiles: list = field(default_factory=list)  # existing profile ids in the group
+    profiles: list  # existing profile ids in the group
     user_ids: int = 0  # distinct user ids in the group
     size: int = 1
     # existing profile -> the edge that first joined it to another profile (the merge's cause)
