@@ -14,4 +14,6 @@ component of active edges. Modules:
 - `paths`      "why are these one person?": the path of edges joining two identifiers
 - `flags`      cases the guard rails refused, and what staff decide about them
 - `selectors`  reads for the profile explorer
+- `store`, `locks`, `unionfind`, `devices`  shared plumbing: temporary tables + COPY, profile
+  states, the graph and profile locks, the batch union-find, device classification
 """

@@ -7,7 +7,9 @@ Deterministic rules (IdentityLink.Rule):
                      anonymous id; decided in `resolve`, which can see the graph)
 The main identifier of a message (where its event is attached) is its userId, else its
 anonymousId. Values are normalised with profiles/identifiers.py, dropped when blocked, and
-matched on keyed hashes; nothing here touches the database.
+matched on keyed hashes; nothing here touches the database. The resolver applies these rules in
+SQL over whole batches and uses `IdentifierCache` for the per-identifier part; `Extractor` serves
+code that looks at a few messages at a time (un-merge placing events).
 """
 
 from dataclasses import dataclass, field
@@ -92,11 +94,6 @@ class Extractor:
             if previous and previous[0] != anonymous_node(anonymous):
                 result.previous = previous[1]
         return result
-
-    def previous_nodes(self, value: str) -> tuple[Node, Node]:
-        """The two readings of an alias previousId: (as user id, as anonymous id)."""
-        return Node(Kind.USER_ID, identity_hash(Kind.USER_ID, value)), Node(
-            Kind.ANONYMOUS_ID, identity_hash(Kind.ANONYMOUS_ID, value))
 
 
 def anonymous_node(found):

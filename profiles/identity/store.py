@@ -137,27 +137,3 @@ def states_write(cursor, states, *, now: datetime, insert: bool = False) -> None
                          "observed_at) FROM STDIN") as copy:
             for row in provenance:
                 copy.write_row(row)
-
-
-def profiles_touch(cursor, rows, *, now: datetime) -> None:
-    """Widen first/last seen and take the device of the newest event, for
-    rows of (profile_id, first_seen_at, last_seen_at, device type, os, browser)."""
-    rows = list(rows)
-    if not rows:
-        return
-    temp_copy(cursor, "_identity_touch", [("id", "uuid"), ("first_seen_at", "timestamptz"),
-                                          ("last_seen_at", "timestamptz"), ("device", "text"), ("os", "text"),
-                                          ("browser", "text")], rows)
-    # SET expressions all see the row as it was, so `newer` compares with the old last_seen_at.
-    cursor.execute("""
-        UPDATE profiles_profile p SET
-            first_seen_at = LEAST(p.first_seen_at, t.first_seen_at),
-            last_seen_at = GREATEST(p.last_seen_at, t.last_seen_at),
-            last_device_type = CASE WHEN p.last_seen_at IS NULL OR t.last_seen_at >= p.last_seen_at
-                                    THEN COALESCE(NULLIF(t.device, ''), p.last_device_type) ELSE p.last_device_type END,
-            last_os = CASE WHEN p.last_seen_at IS NULL OR t.last_seen_at >= p.last_seen_at
-                           THEN COALESCE(NULLIF(t.os, ''), p.last_os) ELSE p.last_os END,
-            last_browser = CASE WHEN p.last_seen_at IS NULL OR t.last_seen_at >= p.last_seen_at
-                                THEN COALESCE(NULLIF(t.browser, ''), p.last_browser) ELSE p.last_browser END,
-            updated_at = %s
-        FROM _identity_touch t WHERE p.id = t.id""", [now])
