@@ -5,6 +5,7 @@ the next stage's task by name, if that task exists in this code base:
 
 - ingestion stored events            -> `events_ingested`   -> identity resolution
 - identity resolution changed people -> `profiles_changed`  -> segments' real-time evaluation
+- purchases attached or imported     -> `transactions_changed` -> computed traits (RFM, ...)
 """
 
 from celery import current_app
@@ -12,6 +13,7 @@ from django.db import transaction
 
 REALTIME_TASK = "segments.realtime_evaluate"
 RESOLVE_TASK = "profiles.identity_resolve_pending"
+TRAITS_TASK = "profiles.computed_traits_refresh"
 
 
 _discovered = False
@@ -59,3 +61,11 @@ def profiles_changed(*, profile_ids, event_names=(), trait_names=()) -> bool:
         return False
     return _send_on_commit(REALTIME_TASK, {"profile_ids": ids, "event_names": sorted(set(event_names)),
                                            "trait_names": sorted(set(trait_names))})
+
+
+def transactions_changed(*, profile_ids) -> bool:
+    """After commit, recompute computed traits (orders, RFM, ...) of these profiles."""
+    ids = sorted({str(profile_id) for profile_id in profile_ids})
+    if not ids:
+        return False
+    return _send_on_commit(TRAITS_TASK, {"profile_ids": ids})

@@ -236,10 +236,16 @@ def test_transactions_attach_through_their_order_event(web):
     event_id, order = order_insert(source=web, order_id="W-1001", anonymous_id="buyer")
     other = Transaction.objects.create(source=web, order_id="W-unrelated", amount="1.00", currency="EUR",
                                        timestamp=T0)
+    # Ingestion stores a numeric order id as text, whole floats without ".0" (1001.0 -> "1001").
+    numeric_event = event_insert(source=web, name="order_completed", anonymous_id="buyer-2",
+                                 properties={"order_id": 1001.0, "total": 5})
+    numeric = Transaction.objects.create(source=web, order_id="1001", amount="5.00", currency="EUR", timestamp=T0)
     resolve_all()
     order.refresh_from_db()
     other.refresh_from_db()
+    numeric.refresh_from_db()
     assert order.profile_id == profile_of_event(event_id)
+    assert numeric.profile_id == profile_of_event(numeric_event)
     assert other.profile_id is None
 
 

@@ -87,19 +87,29 @@ def _published(folder: Path, task_name: str) -> list[dict]:
     return found
 
 
-@pytest.fixture
-def realtime_task():
-    """Stand in for segments' task so the hook publishes (its branch provides the real one)."""
-    name = hooks.REALTIME_TASK
+def _stand_in(name: str):
+    """Register a stand-in for another stage's task (its branch provides the real one) so the
+    hook publishes; yield; unregister."""
     if name in current_app.tasks:
         yield
         return
-    def realtime_evaluate(**kwargs):
+
+    def stand_in(**kwargs):
         return None
 
-    current_app.task(name=name)(realtime_evaluate)
+    current_app.task(name=name)(stand_in)
     yield
     current_app.tasks.pop(name, None)
+
+
+@pytest.fixture
+def realtime_task():
+    yield from _stand_in(hooks.REALTIME_TASK)
+
+
+@pytest.fixture
+def traits_task():
+    yield from _stand_in(hooks.TRAITS_TASK)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -125,3 +135,35 @@ def test_segments_hear_about_survivors_and_absorbed_profiles_after_commit(_priva
     assert message == {"profile_ids": sorted([str(survivor.id), str(absorbed.id)]),
                        "event_names": ["Product Viewed"], "trait_names": ["plan"]}
     assert result.merges == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_computed_traits_hear_about_attached_and_moved_purchases(_private_broker, traits_task):
+    if _private_broker is None:
+        pytest.skip("reads the filesystem broker's queue")
+    from django.contrib.auth.models import User
+
+    from profiles.identity.split import identity_link_deactivate
+    from profiles.models import IdentityLink
+    from tests.identity_helpers import order_insert
+
+    web = Source.objects.create(name="Web")
+    event_insert(source=web, name="Page", user_id="ann")
+    identity_resolve_batch(limit=100)
+    [ann] = live_profiles()
+    event_id, order = order_insert(source=web, order_id="W-1", anonymous_id="laptop")
+    identity_resolve_batch(limit=100)
+    laptop = profile_of_event(event_id)
+    assert _published(_private_broker, hooks.TRAITS_TASK) == [{"profile_ids": [str(laptop)]}]
+
+    event_insert(source=web, name="Signed In", anonymous_id="laptop", user_id="ann")
+    identity_resolve_batch(limit=100)  # the laptop's (younger) profile is absorbed into ann's
+    order.refresh_from_db()
+    assert order.profile_id == ann.id
+    assert _published(_private_broker, hooks.TRAITS_TASK) == [{"profile_ids": sorted([str(ann.id), str(laptop)])}]
+
+    link = IdentityLink.objects.get(rule="same_message")
+    identity_link_deactivate(link_id=link.id, actor=User.objects.create_user("staff"), reason="wrong")
+    order.refresh_from_db()
+    assert order.profile_id == laptop  # back with the order event's anonymous id
+    assert _published(_private_broker, hooks.TRAITS_TASK) == [{"profile_ids": sorted([str(ann.id), str(laptop)])}]

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import orjson
 from psycopg import sql
 
-from cdp import crypto
+from cdp import crypto, hooks
 from profiles.identity.store import temp_copy
 
 
@@ -57,6 +57,8 @@ def merges_apply(cursor, *, merges: list[Merge], now, actor_id=None, reason: str
                    "FROM _identity_merge m WHERE p.id = m.absorbed", [now])
     counts = {m.absorbed: (identities.get(m.absorbed, 0), events.get(m.absorbed, 0),
                            transactions.get(m.absorbed, 0)) for m in merges}
+    hooks.transactions_changed(profile_ids=[p for m in merges if transactions.get(m.absorbed)
+                                            for p in (m.survivor, m.absorbed)])
     with cursor.copy("COPY profiles_profilemerge (kind, profile_id, other_profile_id, link_id, rule, created_at, "
                      "actor_id, reason, events_moved, transactions_moved, identities_moved, state_before) "
                      "FROM STDIN") as copy:

@@ -254,8 +254,10 @@ def _attach_orphan_transactions(cursor) -> None:
     cursor.execute("SELECT EXISTS (SELECT 1 FROM profiles_transaction WHERE profile_id IS NULL)")
     if not cursor.fetchone()[0]:
         return
-    cursor.execute(
+    cursor.execute(sql.SQL(
         "UPDATE profiles_transaction t SET profile_id = e.profile_id FROM profiles_event e "
         "WHERE t.profile_id IS NULL AND e.type = 'track' AND e.name = ANY(%s) AND e.source_id = t.source_id "
-        "AND e.properties ->> 'order_id' = t.order_id AND e.profile_id IS NOT NULL AND e.profile_id <> %s",
+        "AND {order_id} = t.order_id AND e.profile_id IS NOT NULL AND e.profile_id <> %s "
+        "RETURNING t.profile_id").format(order_id=store.ORDER_ID_SQL),
         [list(store.ORDER_EVENT_NAMES), store.UNATTRIBUTED])
+    hooks.transactions_changed(profile_ids={row[0] for row in cursor.fetchall()})

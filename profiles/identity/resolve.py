@@ -123,22 +123,22 @@ def identity_resolve_pending(*, max_seconds: float | None = None, limit: int | N
 # --- SQL of one batch (temporary tables, dropped at commit) ---------------------------------------
 
 # Partial index profiles_event_unresolved (received_at, id) WHERE profile_id IS NULL.
-_CLAIM = """
+_CLAIM = sql.SQL("""
 CREATE TEMPORARY TABLE _rb ON COMMIT DROP AS
 SELECT e.id, e.timestamp AS ts, e.source_id, e.type, e.name, e.anonymous_id AS anon, e.user_id AS uid,
        CASE WHEN e.type = 'alias' THEN e.previous_id END AS prev,
        CASE WHEN e.type = 'identify' THEN e.traits ->> 'email' END AS email,
        CASE WHEN e.type = 'identify' THEN e.traits ->> 'phone' END AS phone,
-       CASE WHEN e.type = 'track' AND e.name = ANY(%s) THEN e.properties ->> 'order_id' END AS order_id,
-       e.context #>> '{device,type}' AS device, e.context #>> '{os,name}' AS os,
-       e.context #>> '{browser,name}' AS browser, e.context ->> 'userAgent' AS ua,
+       CASE WHEN e.type = 'track' AND e.name = ANY(%s) THEN {order_id} END AS order_id,
+       e.context #>> '{{device,type}}' AS device, e.context #>> '{{os,name}}' AS os,
+       e.context #>> '{{browser,name}}' AS browser, e.context ->> 'userAgent' AS ua,
        CASE WHEN e.type = 'identify' THEN e.traits END AS traits
 FROM profiles_event e
 WHERE e.profile_id IS NULL
 ORDER BY e.received_at, e.id
 LIMIT %s
 FOR UPDATE SKIP LOCKED
-"""
+""")
 # Anonymous and user ids come with when and where each was first and last seen in the batch
 # (most events carry nothing else, so nodes are built from these few rows, not per event).
 # Only (kind, raw) travels to Python.
@@ -291,6 +291,7 @@ _ORDERS = """
 UPDATE profiles_transaction t SET profile_id = f.profile_id FROM _rfinal f
 WHERE f.order_id IS NOT NULL AND NOT f.unattributed AND t.source_id = f.source_id AND t.order_id = f.order_id
   AND t.profile_id IS NULL
+RETURNING t.profile_id
 """  # unique index transaction_source_order_uniq (source_id, order_id)
 # The newest event per profile first, then the (regex) device classification on that row only.
 _ACTIVITY = sql.SQL("""
@@ -334,7 +335,7 @@ class _Resolver:
         locks.graph_lock_shared(self.cursor)
         for table in ("_rb", "_rraw", "_rid", "_rhash", "_re", "_rn", "_redge", "_rassign", "_rdecision", "_rfinal", "_ract"):
             self.cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
-        self.cursor.execute(_CLAIM, [list(store.ORDER_EVENT_NAMES), self.limit])
+        self.cursor.execute(_CLAIM.format(order_id=store.ORDER_ID_SQL), [list(store.ORDER_EVENT_NAMES), self.limit])
         self.result.events = self.cursor.rowcount
         if not self.result.events:
             return self.result
@@ -528,7 +529,9 @@ class _Resolver:
                             "ARRAY(SELECT DISTINCT name FROM _rb WHERE name <> '')")
         self.result.unattributed, names = self.cursor.fetchone()
         self.cursor.execute(_ORDERS)
+        buyers = {row[0] for row in self.cursor.fetchall()}
         self.result.transactions = self.cursor.rowcount
+        hooks.transactions_changed(profile_ids=buyers)  # computed traits (orders, RFM) follow
         device, params = devices.device_sql()
         self.cursor.execute(_ACTIVITY.format(**device), params)
         self.cursor.execute("SELECT array_agg(profile_id) FROM _ract")

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import orjson
 from django.db import connection, transaction
 from django.utils import timezone
+from psycopg import sql
 
 from cdp import crypto, hooks
 from consent.services import audit_record
@@ -34,12 +35,13 @@ from profiles.identity.traits import ProfileState, Provenance, observations
 from profiles.identity.unionfind import UnionFind
 from profiles.models import IdentityLink
 
-EVENT_COLUMNS = """SELECT e.id, e.timestamp, e.source_id, e.type, e.name, e.anonymous_id, e.user_id,
+# Index profiles_event_profile_name_ts (profile_id, ...).
+EVENT_COLUMNS = sql.SQL("""SELECT e.id, e.timestamp, e.source_id, e.type, e.name, e.anonymous_id, e.user_id,
        CASE WHEN e.type = 'identify' THEN e.traits END,
-       e.context #>> '{device,type}', e.context #>> '{os,name}', e.context #>> '{browser,name}',
+       e.context #>> '{{device,type}}', e.context #>> '{{os,name}}', e.context #>> '{{browser,name}}',
        e.context ->> 'userAgent',
-       CASE WHEN e.type = 'track' AND e.name = ANY(%s) THEN e.properties ->> 'order_id' END
-FROM profiles_event e WHERE e.profile_id = %s"""  # index profiles_event_profile_name_ts
+       CASE WHEN e.type = 'track' AND e.name = ANY(%s) THEN {order_id} END
+FROM profiles_event e WHERE e.profile_id = %s""").format(order_id=store.ORDER_ID_SQL)
 
 
 class UnmergeError(Exception):
@@ -181,6 +183,8 @@ def split_apply(cursor, plan: SplitPlan, *, now, link_id=None, actor_id=None, re
                    "WHERE t.source_id = s.source_id AND t.order_id = s.order_id AND t.profile_id = %s",
                    [plan.profile_id])
     result.transactions_moved = cursor.rowcount
+    if result.transactions_moved:
+        hooks.transactions_changed(profile_ids=result.profiles)
     _redirect_absorbed(cursor, plan, now)
     changed_traits = _recompute_states(cursor, plan, now)
     split_ids = _log(cursor, plan, now=now, link_id=link_id, actor_id=actor_id, reason=reason)

@@ -20,6 +20,13 @@ from profiles.identity.traits import SEEN, TRAITS_PREFIX, TYPED, ProfileState, P
 UNATTRIBUTED = uuid.UUID(int=0)
 ENCRYPTED = frozenset({"first_name", "last_name"})
 ORDER_EVENT_NAMES = ("Order Completed", "order_completed")
+# The order id of an order event as ingestion stores it on the transaction: numbers as text,
+# whole floats without ".0" (ingestion's id_text), so (source, order id) joins the transaction.
+ORDER_ID_SQL = sql.SQL(
+    "CASE WHEN jsonb_typeof(e.properties -> 'order_id') = 'number' "
+    "THEN CASE WHEN (e.properties ->> 'order_id')::numeric = trunc((e.properties ->> 'order_id')::numeric) "
+    "THEN trunc((e.properties ->> 'order_id')::numeric)::text ELSE e.properties ->> 'order_id' END "
+    "ELSE e.properties ->> 'order_id' END")
 
 
 def json_value(value):
