@@ -56,4 +56,8 @@ app.conf.beat_schedule = {
         "task": "profiles.imports_stale_fail",
         "schedule": crontab(minute="*/5"),
     },
+    # Identity resolution: a safety net behind the per-request notification (a lost message or a
+    # crashed worker never leaves events unattached for long), and the nightly full rebuild.
+    "identity-resolve-sweep": {"task": "profiles.identity_resolve_pending", "schedule": 60.0},
+    "identity-graph-rebuild": {"task": "profiles.identity_graph_rebuild", "schedule": crontab(minute=30, hour=3)},
 }

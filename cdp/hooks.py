@@ -16,8 +16,24 @@ RESOLVE_TASK = "profiles.identity_resolve_pending"
 TRAITS_TASK = "profiles.computed_traits_refresh"
 
 
+_discovered = False
+
+
+def _task_exists(name: str) -> bool:
+    """Whether a task of this name is in the code base. Web processes never start a worker, so
+    Celery's lazy autodiscovery has not imported the apps' tasks modules there yet: import them
+    once (only the modules: no worker start-up checks)."""
+    global _discovered
+    if name not in current_app.tasks and not _discovered:
+        from django.apps import apps
+
+        current_app.loader.autodiscover_tasks([config.name for config in apps.get_app_configs()])
+        _discovered = True
+    return name in current_app.tasks
+
+
 def _send_on_commit(name: str, kwargs: dict) -> bool:
-    if name not in current_app.tasks:
+    if not _task_exists(name):
         return False
     transaction.on_commit(lambda: current_app.send_task(name, kwargs=kwargs))
     return True

@@ -1,4 +1,5 @@
-"""Rows the product needs in every database: roles, consent purposes, CMP category mappings.
+"""Rows the product needs in every database: roles, consent purposes, CMP category mappings,
+blocked identifier values.
 
 Data migrations create them on a new database; `reference_data_ensure` (idempotent) puts them
 back where a database was emptied without migrating (tests that flush, `manage.py flush`).
@@ -66,3 +67,6 @@ def reference_data_ensure() -> None:
     if not CmpCategoryMapping.objects.exists():
         CmpCategoryMapping.objects.bulk_create([CmpCategoryMapping(cmp=cmp, category=category, purpose=purposes[key])
                                                 for cmp, category, key in CMP_MAPPINGS])
+    from profiles.identity.blocklist import blocked_identifiers_ensure_defaults
+
+    blocked_identifiers_ensure_defaults()

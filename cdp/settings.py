@@ -297,3 +297,11 @@ CDP_IMPORT_CHUNK_ROWS = env_int("CDP_IMPORT_CHUNK_ROWS", 50_000, minimum=100)
 CDP_IMPORT_TIME_LIMIT = env_int("CDP_IMPORT_TIME_LIMIT", 4 * 3600, minimum=60)
 # A running import whose worker stopped reporting for this long is marked failed.
 CDP_IMPORT_STALE_SECONDS = env_int("CDP_IMPORT_STALE_SECONDS", 600, minimum=30)
+# Identity resolution (profiles/identity/): events per resolver batch (one transaction each),
+# how long one task run keeps taking batches before it re-enqueues itself, and the guard rails:
+# at most this many user ids per profile, and an anonymous id seen with more user ids than this
+# is a shared device (not used for linking). README "Configuration" lists them.
+CDP_IDENTITY_BATCH_SIZE = env_int("CDP_IDENTITY_BATCH_SIZE", 50000, minimum=1, maximum=200000)
+CDP_IDENTITY_TASK_SECONDS = env_int("CDP_IDENTITY_TASK_SECONDS", 60, minimum=0)  # 0: one batch per run
+CDP_IDENTITY_MAX_USER_IDS = env_int("CDP_IDENTITY_MAX_USER_IDS", 1, minimum=1)
+CDP_IDENTITY_SHARED_DEVICE_USER_IDS = env_int("CDP_IDENTITY_SHARED_DEVICE_USER_IDS", 3, minimum=1)

@@ -4,8 +4,6 @@ from profiles import models
 
 
 @admin.register(models.Source)
-
-
 class SourceAdmin(admin.ModelAdmin):
     list_display = ("name", "kind", "is_active", "is_authoritative", "created_at")
     list_filter = ("kind", "is_active")
@@ -13,8 +11,6 @@ class SourceAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.SourceKey)
-
-
 class SourceKeyAdmin(admin.ModelAdmin):
     list_display = ("source", "kind", "prefix", "created_at", "expires_at", "revoked_at", "last_used_at")
     list_filter = ("kind",)
@@ -27,8 +23,6 @@ class SourceKeyAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.Profile)
-
-
 class ProfileAdmin(admin.ModelAdmin):
     list_display = ("id", "country", "city", "last_device_type", "last_seen_at", "merged_into")
     list_filter = ("country", "last_device_type", "gender")
@@ -38,8 +32,6 @@ class ProfileAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.ComputedTraits)
-
-
 class ComputedTraitsAdmin(admin.ModelAdmin):
     list_display = ("profile", "order_count", "total_spent", "rfm_segment", "updated_at")
     list_filter = ("rfm_segment",)
@@ -48,8 +40,6 @@ class ComputedTraitsAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.Identity)
-
-
 class IdentityAdmin(admin.ModelAdmin):
     list_display = ("id", "kind", "profile", "first_seen_at", "last_seen_at")
     list_filter = ("kind",)
@@ -60,8 +50,6 @@ class IdentityAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.IdentityLink)
-
-
 class IdentityLinkAdmin(admin.ModelAdmin):
     list_display = ("id", "identity_a", "identity_b", "rule", "is_active", "last_seen_at")
     list_filter = ("rule", "is_active")
@@ -70,8 +58,6 @@ class IdentityLinkAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.Event)
-
-
 class EventAdmin(admin.ModelAdmin):
     list_display = ("id", "timestamp", "type", "name", "profile_id", "source_id")
     list_filter = ("type",)
@@ -80,8 +66,6 @@ class EventAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.Product)
-
-
 class ProductAdmin(admin.ModelAdmin):
     list_display = ("sku", "name", "category", "price", "currency")
     list_filter = ("category",)
@@ -94,8 +78,6 @@ class TransactionItemInline(admin.TabularInline):
 
 
 @admin.register(models.Transaction)
-
-
 class TransactionAdmin(admin.ModelAdmin):
     list_display = ("order_id", "source", "profile", "amount", "currency", "channel", "timestamp")
     list_filter = ("channel", "currency")
@@ -106,8 +88,6 @@ class TransactionAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.TransactionItem)
-
-
 class TransactionItemAdmin(admin.ModelAdmin):
     list_display = ("transaction", "product_sku", "category", "price", "quantity")
     raw_id_fields = ("transaction",)
@@ -115,8 +95,6 @@ class TransactionItemAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.RejectedEvent)
-
-
 class RejectedEventAdmin(admin.ModelAdmin):
     list_display = ("received_at", "reason", "source", "endpoint", "batch_index", "replayed_at")
     list_filter = ("reason", "endpoint")
@@ -127,8 +105,6 @@ class RejectedEventAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.EventDedupe)
-
-
 class EventDedupeAdmin(admin.ModelAdmin):
     list_display = ("source_id", "message_id", "first_received_at")
     search_fields = ("=message_id",)
@@ -145,8 +121,6 @@ class EventDedupeAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.ImportMapping)
-
-
 class ImportMappingAdmin(admin.ModelAdmin):
     list_display = ("name", "kind", "created_by", "updated_at")
     list_filter = ("kind",)
@@ -154,8 +128,6 @@ class ImportMappingAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.ImportJob)
-
-
 class ImportJobAdmin(admin.ModelAdmin):
     list_display = ("id", "kind", "source", "status", "file_name", "rows_loaded", "rows_rejected", "created_by",
                     "created_at")
@@ -165,8 +137,6 @@ class ImportJobAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.ImportRowError)
-
-
 class ImportRowErrorAdmin(admin.ModelAdmin):
     list_display = ("job", "row_number", "column", "reason")
     raw_id_fields = ("job",)
@@ -175,16 +145,12 @@ class ImportRowErrorAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.PendingMerge)
-
-
 class PendingMergeAdmin(admin.ModelAdmin):
     list_display = ("profile_a", "profile_b", "reason", "job", "created_at", "handled_at")
     raw_id_fields = ("job", "profile_a", "profile_b")
 
 
 @admin.register(models.PendingConsent)
-
-
 class PendingConsentAdmin(admin.ModelAdmin):
     list_display = ("profile", "purpose", "granted", "stated_at", "job", "handed_over_at")
     list_filter = ("purpose", "granted")
@@ -193,8 +159,6 @@ class PendingConsentAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.EmailDigest)
-
-
 class EmailDigestAdmin(admin.ModelAdmin):
     list_display = ("identity",)
     raw_id_fields = ("identity",)
@@ -203,9 +167,52 @@ class EmailDigestAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.TraitProvenance)
-
-
 class TraitProvenanceAdmin(admin.ModelAdmin):
     list_display = ("profile",)
     raw_id_fields = ("profile",)
     show_full_result_count = False
+
+
+# --- identity resolution
+
+
+@admin.register(models.ProfileMerge)
+class ProfileMergeAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "kind", "profile", "other_profile", "rule", "events_moved", "actor")
+    list_filter = ("kind", "rule")
+    raw_id_fields = ("profile", "other_profile", "link", "actor", "undone_by")
+    exclude = ("state_before",)  # encrypted snapshot, meaningless to a human
+    show_full_result_count = False
+
+    def has_add_permission(self, request):
+        return False  # merges are made by the resolver and the profile screen, never by hand
+
+
+@admin.register(models.ProfileTraitSource)
+class ProfileTraitSourceAdmin(admin.ModelAdmin):
+    list_display = ("profile", "name", "source", "is_authoritative", "observed_at")
+    raw_id_fields = ("profile", "source")
+    show_full_result_count = False
+
+
+@admin.register(models.BlockedIdentifier)
+class BlockedIdentifierAdmin(admin.ModelAdmin):
+    list_display = ("value", "kind", "match", "is_active", "is_default", "hits", "last_hit_at")
+    list_filter = ("kind", "match", "is_active", "is_default")
+    search_fields = ("value", "note")
+    readonly_fields = ("hits", "last_hit_at", "created_at")
+
+
+@admin.register(models.IdentityFlag)
+class IdentityFlagAdmin(admin.ModelAdmin):
+    list_display = ("key", "kind", "status", "occurrences", "last_seen_at")
+    list_filter = ("kind", "status")
+    raw_id_fields = ("identity", "other_identity", "link", "resolved_by")
+    show_full_result_count = False
+
+
+@admin.register(models.IdentityRebuild)
+class IdentityRebuildAdmin(admin.ModelAdmin):
+    list_display = ("started_at", "status", "dry_run", "components", "identities_moved", "profiles_absorbed",
+                    "profiles_created", "seconds")
+    list_filter = ("status",)

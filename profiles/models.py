@@ -184,6 +184,11 @@ class Identity(models.Model):
     source = models.ForeignKey(Source, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     first_seen_at = models.DateTimeField()
     last_seen_at = models.DateTimeField()
+    # The profile this identifier was first attached to. It never changes, so an un-merge can
+    # hand each side back its original profile id (see profiles/identity/split.py). NULL means
+    # "the current profile" (rows written before resolution set it, e.g. by bulk loads).
+    origin_profile = models.ForeignKey(Profile, null=True, blank=True, on_delete=models.DO_NOTHING,
+                                       db_constraint=False, related_name="+")
 
     class Meta:
         verbose_name_plural = "identities"
@@ -569,3 +574,160 @@ class TraitProvenance(models.Model):
 
     def __str__(self):
         return f"provenance of {self.profile_id}"
+
+
+# --- identity resolution
+# The graph itself is Identity (nodes) and IdentityLink (edges) above; these record what the
+# resolver decided and why (profiles/identity/).
+
+
+class ProfileMerge(models.Model):
+    """One merge (two components joined by an edge) or split (an un-merge) of profiles.
+
+    Merge: `other_profile` was absorbed into `profile` because of `link`. Split: deactivating
+    `link` moved part of `profile`'s component to `other_profile` (new or revived).
+    """
+
+    class Kind(models.TextChoices):
+        MERGE = "merge", "Merge"
+        SPLIT = "split", "Un-merge"
+
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="merge_log")
+    other_profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="+")
+    link = models.ForeignKey(IdentityLink, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    rule = models.CharField(max_length=20, help_text="rule of the link, or 'rebuild'")
+    created_at = models.DateTimeField(auto_now_add=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="+")
+    reason = models.TextField(blank=True, default="")
+    events_moved = models.IntegerField(default=0)
+    transactions_moved = models.IntegerField(default=0)
+    identities_moved = models.IntegerField(default=0)
+    # Merges: the survivor's traits just before the merge (JSON, encrypted), so an un-merge can
+    # give it back what it had on its own.
+    state_before = EncryptedTextField(null=True, blank=True)
+    undone_by = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["profile", "created_at"], name="profilemerge_profile_idx"),
+            models.Index(fields=["other_profile"], name="profilemerge_other_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.kind} {self.other_profile_id} -> {self.profile_id}"
+
+
+class ProfileTraitSource(models.Model):
+    """Where a profile's current value of one trait came from: the precedence rule (newest
+    non-empty wins unless a source is authoritative) needs it when values compete."""
+
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="trait_sources")
+    name = models.CharField(max_length=120, help_text="typed column name, or traits.<key>")
+    source = models.ForeignKey(Source, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    is_authoritative = models.BooleanField(default=False)
+    observed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["profile", "name"], name="traitsource_profile_name_uniq")]
+
+    def __str__(self):
+        return f"{self.profile_id} {self.name}"
+
+
+class BlockedIdentifier(models.Model):
+    """A value that must never identify anyone ("undefined", "0", test@test.com, ...).
+
+    Matched against the normalised identifier (exact, case-insensitive) or as a regular
+    expression; a blocked identifier is dropped from its message before linking.
+    """
+
+    class Match(models.TextChoices):
+        EXACT = "exact", "Exact value"
+        REGEX = "regex", "Regular expression"
+
+    kind = models.CharField(max_length=20, blank=True, default="", choices=Identity.Kind.choices,
+                            help_text="empty: every kind")
+    match = models.CharField(max_length=10, choices=Match.choices, default=Match.EXACT)
+    value = models.CharField(max_length=200, blank=True)
+    note = models.CharField(max_length=200, blank=True, default="")
+    is_active = models.BooleanField(default=True)
+    is_default = models.BooleanField(default=False, help_text="shipped with the product")
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    hits = models.BigIntegerField(default=0)
+    last_hit_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["kind", "match", "value"]
+        constraints = [models.UniqueConstraint(fields=["kind", "match", "value"], name="blockedidentifier_uniq")]
+
+    def __str__(self):
+        return f"{self.kind or 'any'} {self.match} {self.value!r}"
+
+
+class IdentityFlag(models.Model):
+    """A case the guard rails refused to merge automatically, for the data team to review."""
+
+    class Kind(models.TextChoices):
+        USER_ID_LIMIT = "user_id_limit", "Would join different user ids"
+        SHARED_DEVICE = "shared_device", "Shared device (anonymous id seen with many user ids)"
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        LINKED = "linked", "Linked by staff"
+        DISMISSED = "dismissed", "Kept apart"
+
+    key = models.CharField(max_length=60, unique=True, help_text="kind:link id or kind:identity id")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
+    identity = models.ForeignKey(Identity, on_delete=models.CASCADE, related_name="+")
+    other_identity = models.ForeignKey(Identity, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    link = models.ForeignKey(IdentityLink, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    user_id_count = models.IntegerField(default=0)
+    occurrences = models.IntegerField(default=1)
+    first_seen_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")
+    resolution_note = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-last_seen_at", "-id"]
+        indexes = [models.Index(fields=["status", "kind", "last_seen_at"], name="identityflag_status_idx")]
+
+    def __str__(self):
+        return self.key
+
+
+class IdentityRebuild(models.Model):
+    """One full recomputation of the identity graph's components (beat or `identity_rebuild`)."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
+    dry_run = models.BooleanField(default=False)
+    identities = models.IntegerField(default=0)
+    links = models.IntegerField(default=0)
+    components = models.IntegerField(default=0)
+    identities_moved = models.IntegerField(default=0)
+    profiles_created = models.IntegerField(default=0)
+    profiles_absorbed = models.IntegerField(default=0)
+    events_moved = models.BigIntegerField(default=0)
+    seconds = models.FloatField(default=0)
+    error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+
+    def __str__(self):
+        return f"rebuild {self.started_at:%Y-%m-%d %H:%M} {self.status}"

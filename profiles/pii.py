@@ -12,6 +12,11 @@ LOCATIONS = [
     PiiLocation("profiles.Event", "profile_id", ("anonymous_id", "user_id", "properties", "traits", "context")),
     PiiLocation("profiles.Transaction", "profile_id", ("order_id", "store")),
     PiiLocation("profiles.TransactionItem", "transaction__profile_id", on_erasure="cascade"),
+    PiiLocation("profiles.ProfileMerge", "profile_id", ("state_before", "reason"),
+                note="merge/un-merge log; state_before is the survivor's traits, encrypted. Also names other_profile_id"),
+    PiiLocation("profiles.ProfileTraitSource", "profile_id", note="where each trait value came from (no values)"),
+    PiiLocation("profiles.IdentityFlag", "identity__profile_id", ("resolution_note",), on_erasure="cascade",
+                note="guard-rail cases; ids only, deleted with the identity"),
     PiiLocation("profiles.RejectedEvent", "", ("payload", "raw_body"),
                 note="payloads encrypted at rest; not linked to a profile: erasure must decrypt and search "
                      "payloads by the person's identifiers (or purge rejections older than the retention)"),
@@ -31,6 +36,8 @@ NO_PII = [
     NoPii("profiles.Product", "catalogue"),
     NoPii("profiles.EventDedupe", "source id, the client's random message id and a time"),
     NoPii("profiles.ImportMapping", "configuration: header names and label maps"),
+    NoPii("profiles.BlockedIdentifier", "placeholder values that identify nobody (undefined, test@test.com, ...)"),
+    NoPii("profiles.IdentityRebuild", "run log with counts"),
 ]
 # Identity.value is ciphertext for emails and phones only (EncryptedTextField columns are found
 # automatically by `manage.py rotate_encryption_key`).

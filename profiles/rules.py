@@ -14,3 +14,9 @@ rules.add_perm("profiles.browse", can_browse_profiles)
 rules.add_perm("profiles.browse_imports", is_admin | is_data_team | is_compliance_officer)
 rules.add_perm("profiles.run_imports", is_admin | is_data_team)
 rules.add_perm("profiles.manage_sources", is_admin | is_data_team)
+
+# Identity resolution: everyone who browses profiles sees the graph, the why-view and the
+# flagged cases; only the data team (and admins) change it: un-merge, link or dismiss flagged
+# cases, edit blocked values. Compliance reads (it answers access requests).
+rules.add_perm("profiles.view_identity_graph", can_browse_profiles)
+rules.add_perm("profiles.change_identity_graph", is_admin | is_data_team)

@@ -11,8 +11,9 @@ logger = logging.getLogger(__name__)
 # Everything that hangs off profiles. CASCADE also empties other apps' tables that point at
 # profiles (segment memberships, exposures, ...): a wipe means "no people left at all".
 PROFILE_DATA_TABLES = [
-    "profiles_transactionitem", "profiles_transaction", "profiles_event", "profiles_identitylink",
-    "profiles_identity", "profiles_computedtraits", "profiles_rejectedevent", "profiles_profile",
+    "profiles_transactionitem", "profiles_transaction", "profiles_event", "profiles_identityflag",
+    "profiles_identitylink", "profiles_identity", "profiles_profilemerge", "profiles_profiletraitsource",
+    "profiles_computedtraits", "profiles_rejectedevent", "profiles_profile",
     # Without its events, a remembered message id would turn a re-sent message into a "duplicate".
     "profiles_eventdedupe",
 ]

@@ -98,8 +98,9 @@ def test_profile_search_by_email_and_detail_page(client, users):
     detail = client.get(reverse("profiles:detail", args=[email_identity.profile_id]))
     assert detail.status_code == 200
     assert email in detail.content.decode()
-    assert detail.context["events"].paginator.count == Event.objects.filter(
-        profile_id=email_identity.profile_id).count()
+    # The timeline holds the profile's events and its purchases.
+    assert detail.context["timeline"].paginator.count == Event.objects.filter(
+        profile_id=email_identity.profile_id).count() + email_identity.profile.transactions.count()
 
 
 def test_login_page_rejects_wrong_password(client, users):

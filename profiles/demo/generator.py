@@ -49,7 +49,8 @@ _EVENTS_PER_SESSION = 7.0  # mean events per session incl. email opens, measured
 PROFILE_COLUMNS = ("id", "created_at", "updated_at", "first_seen_at", "last_seen_at", "first_name",
                    "last_name", "birth_year", "age", "gender", "country", "city", "postcode", "income_band",
                    "language", "occupation", "last_device_type", "last_os", "last_browser", "traits")
-IDENTITY_COLUMNS = ("id", "profile_id", "kind", "value_hash", "value", "source_id", "first_seen_at", "last_seen_at")
+IDENTITY_COLUMNS = ("id", "profile_id", "kind", "value_hash", "value", "source_id", "first_seen_at", "last_seen_at",
+                    "origin_profile_id")
 LINK_COLUMNS = ("id", "identity_a_id", "identity_b_id", "rule", "source_id", "first_seen_at", "last_seen_at",
                 "is_active", "deactivation_reason")
 EVENT_COLUMNS = ("timestamp", "original_timestamp", "sent_at", "received_at", "source_id", "profile_id",
@@ -401,7 +402,7 @@ class _ChunkBuilder:
             identity_id = g.ids.take("profiles_identity")
             stored = crypto.encrypt(value) if kind in Identity.PERSONAL_KINDS else value
             rows.identities.append((identity_id, profile_id, kind, crypto.keyed_hash(kind, value), stored,
-                                    source_id, first, last))
+                                    source_id, first, last, profile_id))
             return identity_id
 
         def link(a, b, rule, source_id, when):
