@@ -56,6 +56,8 @@ app.conf.beat_schedule = {
         "task": "profiles.imports_stale_fail",
         "schedule": crontab(minute="*/5"),
     },
+    # Uploaded files are personal data; keep them only as long as a retry might need them.
+    "import-files-expire": {"task": "profiles.import_files_expire", "schedule": crontab(minute=45, hour=2)},
     # Identity resolution: a safety net behind the per-request notification (a lost message or a
     # crashed worker never leaves events unattached for long), and the nightly full rebuild.
     "identity-resolve-sweep": {"task": "profiles.identity_resolve_pending", "schedule": 60.0},

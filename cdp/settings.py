@@ -297,6 +297,9 @@ CDP_IMPORT_CHUNK_ROWS = env_int("CDP_IMPORT_CHUNK_ROWS", 50_000, minimum=100)
 CDP_IMPORT_TIME_LIMIT = env_int("CDP_IMPORT_TIME_LIMIT", 4 * 3600, minimum=60)
 # A running import whose worker stopped reporting for this long is marked failed.
 CDP_IMPORT_STALE_SECONDS = env_int("CDP_IMPORT_STALE_SECONDS", 600, minimum=30)
+# Uploaded files are deleted this many days after their import finished (they are only needed to
+# retry; the loaded data lives in the profiles).
+CDP_IMPORT_FILE_DAYS = env_int("CDP_IMPORT_FILE_DAYS", 7, minimum=0)
 # Identity resolution (profiles/identity/): events per resolver batch (one transaction each),
 # how long one task run keeps taking batches before it re-enqueues itself, and the guard rails:
 # at most this many user ids per profile, and an anonymous id seen with more user ids than this

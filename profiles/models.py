@@ -454,7 +454,10 @@ class ImportJob(models.Model):
     source = models.ForeignKey(Source, on_delete=models.PROTECT, related_name="+")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.UPLOADED)
     file_name = models.CharField(max_length=255)
-    file_path = models.CharField(max_length=500, help_text="where the upload is kept, under CDP_IMPORT_DIR")
+    file_path = models.CharField(max_length=500, blank=True,
+                                 help_text="where the upload is kept, under CDP_IMPORT_DIR; empty once removed")
+    file_removed_reason = models.CharField(max_length=100, blank=True, default="",
+                                           help_text="why the upload was deleted: expired, erasure")
     file_size = models.BigIntegerField(default=0)
     file_sha256 = models.CharField(max_length=64, blank=True, default="")
     file_format = models.CharField(max_length=10, blank=True, default="", help_text="csv, csv.gz or xlsx")

@@ -21,8 +21,9 @@ LOCATIONS = [
                 note="payloads encrypted at rest; not linked to a profile: erasure must decrypt and search "
                      "payloads by the person's identifiers (or purge rejections older than the retention)"),
     # --- imports
-    PiiLocation("profiles.ImportJob", "", ("file_path",),
-                note="the uploaded file on disk holds personal data; deleted when the job is deleted"),
+    PiiLocation("profiles.ImportJob", "", ("file_path",), on_erasure="keep_hashed",
+                note="the uploaded file on disk holds personal data: deleted CDP_IMPORT_FILE_DAYS after the import "
+                     "finished, and at once by an erasure whose person it mentions (the history row stays)"),
     PiiLocation("profiles.ImportRowError", "", ("value",),
                 note="offending values of rejected rows, encrypted; not linked to a profile"),
     PiiLocation("profiles.PendingMerge", "profile_a_id", note="also profile_b_id"),

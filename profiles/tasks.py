@@ -4,7 +4,11 @@ from datetime import date
 
 from celery import shared_task
 
-from profiles.imports.tasks import import_run_task, imports_stale_fail_task  # noqa: F401 - registers the tasks
+from profiles.imports.tasks import (  # noqa: F401 - registers the tasks
+    import_files_expire_task,
+    import_run_task,
+    imports_stale_fail_task,
+)
 from profiles.partitions import event_partitions_ahead
 from profiles.traits.tasks import computed_traits_rebuild_task, computed_traits_refresh  # noqa: F401
 

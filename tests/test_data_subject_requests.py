@@ -4,6 +4,7 @@ access exports built by a real Celery worker, rectification, the workflow, reten
 import io
 import zipfile
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from django.apps import apps
@@ -33,6 +34,8 @@ from profiles.models import (
     Event,
     Identity,
     IdentityLink,
+    ImportJob,
+    ImportRowError,
     Profile,
     RejectedEvent,
     Transaction,
@@ -75,6 +78,7 @@ def _with_data(profile, identifiers: dict, tag: str):
 def media(tmp_path, settings, monkeypatch):
     folder = tmp_path / "media"
     settings.MEDIA_ROOT = folder
+    settings.CDP_IMPORT_DIR = folder / "imports"
     monkeypatch.setenv("CDP_MEDIA_DIR", str(folder))  # for the worker process
     return folder
 
@@ -100,6 +104,7 @@ def ada_and_bob(db, users, media):
     audit_record(actor=users["dan"], action="profile.viewed", object_type="profile", object_id=ada.id)
     audit_record(actor=users["dan"], action="profile.viewed", object_type="profile", object_id=bob.id)
     _segment_data(ada, bob)
+    _import_data(media)
     access = requests.dsr_create(type="access", identifier_kind="email", identifier=ADA["email"],
                                  actor=users["cora"], note="asked by letter, Zenobia Quixotic")
     requests.dsr_assign(request=access, actor=users["cora"])
@@ -124,6 +129,22 @@ def _segment_data(ada, bob):
         "segment": "loyal", "event": "exited", "profiles": [{"profile_id": str(ada.id), **entry}]})
 
 
+def _import_data(media):
+    """A retained CRM upload naming Ada and Bob, another naming only Bob, and row errors."""
+    folder = media / "imports"
+    for name, body in (("both.csv", f"email;name\n{ADA['email']};Zenobia\nbob@example.com;Bob\n"),
+                       ("bob.csv", "email;name\nbob@example.com;Bob\n")):
+        path = folder / name.removesuffix(".csv") / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(body, encoding="utf-8")
+        job = ImportJob.objects.create(kind="crm", source=source(), status="succeeded", file_name=name,
+                                       file_path=str(path), file_format="csv", encoding="utf-8", delimiter=";")
+        ImportRowError.objects.create(job=job, row_number=3, column="email", value="bob@example",
+                                      reason="malformed email")
+    ImportRowError.objects.create(job=job, row_number=4, column="phone", value="0151 2345 6789",
+                                  reason="malformed phone")
+
+
 def _table_text(model) -> str:
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT coalesce(string_agg(t::text, E'\\n'), '') FROM {model._meta.db_table} t")  # noqa: S608
@@ -137,7 +158,7 @@ def _counts(profile_ids) -> dict:
             "items": TransactionItem.objects.filter(transaction__profile_id__in=profile_ids).count()}
 
 
-def test_erasure_leaves_nothing_of_the_person_in_any_registered_location(ada_and_bob, users):
+def test_erasure_leaves_nothing_of_the_person_in_any_registered_location(ada_and_bob, users, media):
     ada, bob = ada_and_bob
     bob_before = _counts([bob.id])
     records_before = ConsentRecord.objects.count()
@@ -190,6 +211,14 @@ def test_erasure_leaves_nothing_of_the_person_in_any_registered_location(ada_and
     assert receipt.counts["segments.MembershipChange"] == {"deleted": 1}
     assert receipt.counts["segments.Timer"] == {"deleted": 1}
     assert receipt.counts["segments.WebhookDelivery"] == {"changed": 2}
+    # Her upload is gone (the history row stays), Bob's is kept; her row error is gone.
+    assert receipt.counts["profiles.ImportJob"] == {"changed": 1}
+    assert receipt.counts["profiles.ImportRowError"] == {"deleted": 1}
+    both, bob_only = ImportJob.objects.order_by("id")
+    assert (both.file_path, both.file_removed_reason, both.rows_loaded) == ("", "erasure", 0)
+    assert not (media / "imports" / "both").exists()
+    assert Path(bob_only.file_path).exists()
+    assert ImportRowError.objects.count() == 2
     # The delivery naming both keeps Bob; the one naming only Ada is gone.
     delivery = WebhookDelivery.objects.get()
     assert (delivery.profile_count, delivery.payload["profiles"][0]["profile_id"]) == (1, str(bob.id))

@@ -7,7 +7,7 @@ import pytest
 
 from profiles.identifiers import identity_hash
 from profiles.models import Identity, ImportJob, Profile, Source, Transaction
-from tests.imports_helpers import _import_dir, error_report, run_import  # noqa: F401 - autouse fixture
+from tests.imports_helpers import _import_dir, error_report, run_import, upload  # noqa: F401 - autouse fixture
 
 # The import runs in its own transaction and reports progress through a second connection, which
 # must see the committed job row: these tests commit (transactional_db).
@@ -225,3 +225,32 @@ def test_utf8_bom_and_tab_delimited_files_are_detected(users, crm):
     assert (job.encoding, job.delimiter, job.headers) == ("utf-8-sig", "\t", ["customer_id", "city", "last name"])
     profile = _crm_id("T1")
     assert (profile.city, profile.last_name) == ("Zürich", "Müller")
+
+
+def test_uploads_are_deleted_after_the_retention_and_a_retry_then_explains(users, crm, settings):
+    from datetime import timedelta
+    from pathlib import Path
+
+    from django.utils import timezone
+
+    from profiles.imports.mapping import MappingError
+    from profiles.imports.services import import_files_expire, import_retry
+
+    done = run_import(user=users["dan"], source=crm, kind="crm", content=CRM_FILE)
+    failed = upload(user=users["dan"], source=crm, kind="crm", content=CRM_FILE, name="again.csv")
+    ImportJob.objects.filter(pk=failed.pk).update(status=ImportJob.Status.FAILED, finished_at=timezone.now())
+    ImportJob.objects.filter(pk=done.pk).update(finished_at=timezone.now() - timedelta(days=8))
+    done_path, failed_path = Path(done.file_path), Path(failed.file_path)
+
+    assert import_files_expire(older_than_days=7) == 1
+    done.refresh_from_db()
+    assert (done.file_path, done.file_removed_reason) == ("", "expired")
+    assert not done_path.exists() and failed_path.exists()
+    assert done.rows_loaded == 2  # the history keeps its counts
+
+    import_files_expire(older_than_days=0)
+    failed.refresh_from_db()
+    with pytest.raises(MappingError, match="no longer kept"):
+        import_retry(job=failed, user=users["dan"])
+    failed.refresh_from_db()
+    assert failed.status == ImportJob.Status.FAILED

@@ -35,6 +35,7 @@ from consent.models import DataSubjectRequest, ErasureReceipt, SubjectLink, Supp
 from consent.services.audit import audit_record
 from consent.services.state import PROFILE_SUBJECT, profile_subject_hash
 from profiles.identifiers import identity_hash, normalize
+from profiles.imports import services as import_services
 from profiles.models import Identity, Profile, RejectedEvent
 
 logger = logging.getLogger(__name__)
@@ -131,12 +132,9 @@ def _rows_filter(location: PiiLocation, person: Person) -> Q | None:
     return condition if matched else None
 
 
-def _rejected_event_ids(person: Person) -> list[int]:
-    """Rejected input is not linked to a profile: find payloads / raw bodies that contain any
-    identifier of the person (case-insensitive; phones also by their national digits).
-
-    Payloads are encrypted at rest, so the search decrypts them here in batches: a scan of
-    profiles_rejectedevent that retention keeps small."""
+def _matcher(person: Person):
+    """A predicate on lower-cased text: does it mention any identifier of the person (phones also
+    by their national digits) or one of their profile ids? None when there is nothing to look for."""
     needles, digit_needles = set(), set()
     for kind, value, _ in person.identifiers:
         needles.add(value.lower())
@@ -149,14 +147,35 @@ def _rejected_event_ids(person: Person) -> list[int]:
                 digit_needles.add(national)
     needles.update(str(profile_id) for profile_id in person.profile_ids)
     if not needles:
+        return None
+
+    def matches(text: str) -> bool:
+        if any(needle in text for needle in needles):
+            return True
+        return bool(digit_needles) and any(d in re.sub(r"[^0-9]", "", text) for d in digit_needles)
+    return matches
+
+
+def _rejected_event_ids(person: Person) -> list[int]:
+    """Rejected input is not linked to a profile: find payloads / raw bodies that mention the
+    person. Payloads are encrypted at rest, so they are decrypted here in batches: a scan of
+    profiles_rejectedevent that retention keeps small."""
+    matches = _matcher(person)
+    if matches is None:
         return []
-    found = []
     rows = RejectedEvent.objects.only("id", "payload", "raw_body").order_by("id").iterator(chunk_size=2000)
-    for row in rows:
-        text = f"{row.payload or ''}\n{row.raw_body or ''}".lower()
-        if any(needle in text for needle in needles) or digit_needles and any(d in re.sub(r"[^0-9]", "", text) for d in digit_needles):
-            found.append(row.id)
-    return found
+    return [row.id for row in rows if matches(f"{row.payload or ''}\n{row.raw_body or ''}".lower())]
+
+
+def _import_row_error_ids(person: Person) -> list[int]:
+    matches = _matcher(person)
+    return import_services.import_row_errors_containing(matches=matches) if matches else []
+
+
+def _import_job_ids(person: Person) -> list[int]:
+    """Imports whose uploaded file (still on disk) mentions the person."""
+    matches = _matcher(person)
+    return import_services.import_files_containing(matches=matches) if matches else []
 
 
 def _webhook_delivery_ids(person: Person) -> list[int]:
@@ -172,7 +191,8 @@ def _webhook_delivery_ids(person: Person) -> list[int]:
         return [row[0] for row in cursor.fetchall()]
 
 
-_SEARCHED = {"profiles.RejectedEvent": _rejected_event_ids, "segments.WebhookDelivery": _webhook_delivery_ids}
+_SEARCHED = {"profiles.RejectedEvent": _rejected_event_ids, "segments.WebhookDelivery": _webhook_delivery_ids,
+             "profiles.ImportRowError": _import_row_error_ids, "profiles.ImportJob": _import_job_ids}
 
 
 def person_rows(location: PiiLocation, person: Person):
@@ -233,7 +253,15 @@ def _webhook_deliveries_strip(person: Person, queryset) -> int:
     return changed
 
 
+def _import_files_remove(person: Person, queryset) -> int:
+    """The upload goes (it also holds other people's rows, but it is only a transient copy of what
+    was loaded); the job's history row, with counts only, stays."""
+    return import_services.import_files_remove(job_ids=list(queryset.values_list("id", flat=True)),
+                                               reason="erasure")
+
+
 _KEEP_HASHED = {
+    "profiles.ImportJob": _import_files_remove,
     "segments.WebhookDelivery": _webhook_deliveries_strip,
     "consent.AuditEntry": _audit_pseudonymise,
     "consent.DataSubjectRequest": _requests_pseudonymise,

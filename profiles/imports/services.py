@@ -6,6 +6,7 @@ it was. Progress goes through a second connection (progress.py) so it is visible
 """
 
 import csv
+import gzip
 import hashlib
 import io
 import logging
@@ -14,6 +15,7 @@ import tempfile
 import time
 import traceback
 import uuid
+import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -255,6 +257,9 @@ def import_start(*, job: ImportJob, user, enqueue: bool = True) -> ImportJob:
 @transaction.atomic
 def import_retry(*, job: ImportJob, user) -> ImportJob:
     """Run a failed or cancelled import again from the start (nothing of it was loaded)."""
+    if not job.file_path or not Path(job.file_path).exists():
+        raise MappingError([f"The uploaded file is no longer kept ({job.file_removed_reason or 'removed'}); "
+                            "upload it again to import it."])
     updated = ImportJob.objects.filter(pk=job.pk, status__in=[Status.FAILED, Status.CANCELLED]).update(
         status=Status.QUEUED, queued_at=timezone.now(), cancel_requested=False, error_message="", rows_done=0,
         phase="", started_at=None, finished_at=None, backend_pid=None, backend_started_at=None)
@@ -505,3 +510,68 @@ def sample_rows_for(*, job: ImportJob, rows: int = 3) -> dict[str, list[str]]:
     except ImportFileError:
         return {}
     return {header: [v for v in chunk.frame[header].tolist() if v][:rows] for header in job.headers}
+
+
+# --- personal data in retained uploads and row errors (erasure, retention) -----------------
+
+def _file_lines(job: ImportJob):
+    """The retained upload as lines of text (CSV/gz decoded with the job's encoding; XLSX rows
+    joined by tabs), for searching, never for loading."""
+    path = Path(job.file_path)
+    if job.file_format == "xlsx":
+        import openpyxl
+
+        workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
+        try:
+            for values in workbook.worksheets[0].iter_rows(values_only=True):
+                yield "\t".join("" if value is None else str(value) for value in values)
+        finally:
+            workbook.close()
+        return
+    opener = gzip.open if job.file_format == "csv.gz" else open
+    with opener(path, "rt", encoding=job.encoding or "utf-8", errors="replace", newline="") as handle:
+        yield from handle
+
+
+def import_files_containing(*, matches: Callable[[str], bool]) -> list[int]:
+    """Jobs whose retained upload has a line for which `matches(lower-cased line)` holds.
+
+    A scan of the files still on disk; finished jobs' files are deleted after
+    CDP_IMPORT_FILE_DAYS (`import_files_expire`), so there are few of them."""
+    found = []
+    for job in ImportJob.objects.exclude(file_path="").only("id", "file_path", "file_format", "encoding"):
+        if not Path(job.file_path).exists():
+            continue
+        try:
+            if any(matches(line.lower()) for line in _file_lines(job)):
+                found.append(job.id)
+        except (OSError, ValueError, zipfile.BadZipFile):
+            logger.warning("import file unreadable while searching", extra={"job_id": job.id})
+            found.append(job.id)  # cannot prove it holds nothing of the person: treat as a match
+    return found
+
+
+def import_files_remove(*, job_ids: list[int], reason: str) -> int:
+    """Delete the uploads of these jobs (never of a running one); the history rows stay."""
+    removed = 0
+    for job in ImportJob.objects.filter(id__in=job_ids).exclude(status__in=ImportJob.ACTIVE_STATUSES):
+        import_delete_file(job=job)
+        ImportJob.objects.filter(pk=job.pk).update(file_path="", file_removed_reason=reason[:100])
+        removed += 1
+    return removed
+
+
+def import_files_expire(*, older_than_days: int | None = None) -> int:
+    """Delete uploads of jobs that finished more than CDP_IMPORT_FILE_DAYS ago (minimisation:
+    the loaded data lives in the profiles; the file is only needed to retry)."""
+    days = settings.CDP_IMPORT_FILE_DAYS if older_than_days is None else older_than_days
+    cutoff = timezone.now() - timedelta(days=days)
+    ids = list(ImportJob.objects.filter(status__in=ImportJob.FINAL_STATUSES, finished_at__lt=cutoff)
+               .exclude(file_path="").values_list("id", flat=True))
+    return import_files_remove(job_ids=ids, reason="expired") if ids else 0
+
+
+def import_row_errors_containing(*, matches: Callable[[str], bool]) -> list[int]:
+    """Row errors whose offending value (encrypted at rest, decrypted here) matches."""
+    return [row.id for row in ImportRowError.objects.only("id", "value").order_by("id").iterator(chunk_size=5000)
+            if row.value and matches(row.value.lower())]

@@ -18,3 +18,9 @@ def import_run_task(job_id: int) -> str | None:
 def imports_stale_fail_task() -> int:
     """Mark imports whose worker died as failed (their transaction was rolled back)."""
     return services.imports_stale_fail()
+
+
+@shared_task(name="profiles.import_files_expire", time_limit=600)
+def import_files_expire_task() -> int:
+    """Delete uploads of imports that finished more than CDP_IMPORT_FILE_DAYS ago."""
+    return services.import_files_expire()
