@@ -42,7 +42,7 @@ MATRIX = [
     ("dashboard", "GET", "/", None, SIGNED_IN),
     ("profile list", "GET", "/profiles/", None, PROFILES),
     ("profile detail", "GET", "/profiles/{profile}/", None, PROFILES),
-    ("imports", "GET", "/profiles/imports/", None, DATA_TEAM),
+    ("imports", "GET", "/profiles/imports/", None, PROFILES),  # compliance reads the history
     ("segment list", "GET", "/segments/", None, SIGNED_IN),
     ("content blocks", "GET", "/content/", None, CONTENT),
     ("experiments", "GET", "/content/experiments/", None, CONTENT),

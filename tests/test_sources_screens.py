@@ -231,4 +231,4 @@ def test_viewing_a_payload_is_audited_and_a_correction_replays(client, users, so
 def test_imports_page_links_to_sources(client, users, source):
     client.force_login(users["dan"])
     html = client.get(reverse("profiles:imports")).content.decode()
-    assert reverse("profiles:sources") in html and reverse("profiles:source-detail", args=[source.pk]) in html
+    assert reverse("profiles:sources") in html and reverse("profiles:rejected") in html
