@@ -1,5 +1,6 @@
 """The full rebuild: SciPy components over the active links, repairs of what disagrees."""
 
+import logging
 from datetime import UTC, datetime
 
 from django.core.management import call_command
@@ -10,6 +11,11 @@ from profiles.identifiers import identity_hash
 from profiles.identity.rebuild import identity_graph_rebuild
 from profiles.models import Event, Identity, IdentityLink, IdentityRebuild, Profile, ProfileMerge, Source
 from tests.identity_helpers import event_insert, event_placement, live_profiles, profile_of_event, resolve_all
+
+
+def _loggers() -> list[logging.Logger]:
+    named = [item for item in logging.root.manager.loggerDict.values() if isinstance(item, logging.Logger)]
+    return [logging.root, *named]
 
 
 def identity(kind, value):
@@ -79,7 +85,15 @@ def test_the_rebuild_command_reports_and_the_schedule_runs_it(db, capsys):
     schedule = app.conf.beat_schedule
     assert schedule["identity-graph-rebuild"]["task"] == "profiles.identity_graph_rebuild"
     assert schedule["identity-resolve-sweep"]["task"] == "profiles.identity_resolve_pending"
-    app.loader.import_default_modules()  # what a worker does at start
+    # What a worker does at start. Celery's Django fix-up calls django.setup() there, which
+    # reconfigures logging with handlers bound to capsys's stream (closed after this test):
+    # keep the process's handlers as they were.
+    handlers = {logger: logger.handlers[:] for logger in _loggers()}
+    try:
+        app.loader.import_default_modules()
+    finally:
+        for logger, kept in handlers.items():
+            logger.handlers[:] = kept
     assert {"profiles.identity_graph_rebuild", "profiles.identity_resolve_pending"} <= set(app.tasks)
 
 
