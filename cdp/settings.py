@@ -212,6 +212,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Several models have a choice field called "kind": name each enum after its model.
+    "ENUM_NAME_OVERRIDES": {"SegmentKindEnum": "segments.models.Segment.Kind"},
 }
 
 CDP_LOG_LEVEL = env_str("CDP_LOG_LEVEL", "INFO").upper()

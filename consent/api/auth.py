@@ -6,6 +6,7 @@ import base64
 import binascii
 
 from django.contrib.auth.models import AnonymousUser
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 
@@ -43,3 +44,14 @@ class WriteKeyAuthentication(BaseAuthentication):
 
     def authenticate_header(self, request):
         return 'Basic realm="cdp"'
+
+
+class WriteKeyScheme(OpenApiAuthenticationExtension):
+    """How the OpenAPI document describes the write key: HTTP Basic, key as the user name."""
+
+    target_class = WriteKeyAuthentication
+    name = "writeKey"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "basic",
+                "description": "The source's write key as the HTTP Basic user name, empty password."}

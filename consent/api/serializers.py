@@ -97,13 +97,13 @@ class RecordOutSerializer(serializers.ModelSerializer):
                   "captured_at", "client_timestamp", "decided_at", "page_url", "tc_string", "actor", "actor_key",
                   "prev_hash", "record_hash"]
 
-    def get_subject_hash(self, obj):
+    def get_subject_hash(self, obj) -> str:
         return bytes(obj.subject_hash).hex()
 
-    def get_record_hash(self, obj):
+    def get_record_hash(self, obj) -> str:
         return bytes(obj.record_hash).hex()
 
-    def get_prev_hash(self, obj):
+    def get_prev_hash(self, obj) -> str:
         return bytes(obj.prev_hash).hex()
 
 
@@ -129,5 +129,5 @@ class RequestOutSerializer(serializers.ModelSerializer):
         fields = ["id", "reference", "type", "status", "subject_kind", "profile_id", "received_at", "due_at",
                   "handler", "completed_at", "outcome", "progress", "has_file", "result_expires_at"]
 
-    def get_has_file(self, obj):
+    def get_has_file(self, obj) -> bool:
         return bool(obj.result_file)

@@ -8,6 +8,8 @@ Staff (session, role-checked): /api/consent/profiles/<id>, /api/consent/records,
 import orjson
 from django.db import transaction
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
 from rest_framework import generics, status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import NotAuthenticated, ParseError, PermissionDenied, ValidationError
@@ -149,6 +151,7 @@ class ConsentSetView(ConsentApiView):
     """Set (grant or withdraw) one or many purposes for one identifier, or a batch of such
     decisions ({"batch": [...]}, at most 100, all validated before any is recorded)."""
 
+    @extend_schema(request=DecisionSerializer, responses={200: OpenApiTypes.OBJECT, 400: OpenApiTypes.OBJECT})
     def post(self, request):
         data = self.body(request)
         items = data.get("batch") if "batch" in data else [data]
@@ -181,6 +184,7 @@ class ConsentSetView(ConsentApiView):
 class ConsentWithdrawView(ConsentApiView):
     """Withdraw purposes (or all) for one identifier."""
 
+    @extend_schema(request=WithdrawSerializer, responses={200: OpenApiTypes.OBJECT, 400: OpenApiTypes.OBJECT})
     def post(self, request):
         serializer = WithdrawSerializer(data=self.body(request))
         serializer.is_valid(raise_exception=True)
@@ -208,6 +212,7 @@ class ProfileConsentView(APIView):
     permission_classes = [IsAuthenticated, StaffPermission]
     permission = "consent.view_profile_consent"
 
+    @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request, profile_id):
         profile = get_object_or_404(Profile, id=profile_id)
         states = selectors.profile_consent_states(profile_id=profile.id)

@@ -5,6 +5,8 @@ import json
 
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import APIException, NotFound, ValidationError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
@@ -131,6 +133,9 @@ class ImportListView(APIView):
     permission_classes = [IsAuthenticated, CanReadHistoryOrRun]
     parser_classes = [MultiPartParser, FormParser]
 
+    @extend_schema(operation_id="imports_list", responses=ImportJobSerializer(many=True),
+                   parameters=[OpenApiParameter("q", str), OpenApiParameter("status", str),
+                               OpenApiParameter("kind", str, enum=list(F.KINDS))])
     def get(self, request):
         from rest_framework.pagination import PageNumberPagination
 
@@ -141,6 +146,7 @@ class ImportListView(APIView):
         page = paginator.paginate_queryset(jobs, request, view=self)
         return paginator.get_paginated_response(ImportJobSerializer(page, many=True, context={"request": request}).data)
 
+    @extend_schema(request={"multipart/form-data": UploadSerializer}, responses={201: ImportJobSerializer})
     def post(self, request):
         data = UploadSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -173,6 +179,7 @@ class ImportListView(APIView):
 class ImportDetailView(APIView):
     permission_classes = [IsAuthenticated, CanBrowseImports]
 
+    @extend_schema(responses=ImportJobSerializer)
     def get(self, request, job_id: int):
         job = services.import_liveness_check(job=_job(request, job_id))
         return Response(ImportJobSerializer(job, context={"request": request}).data)
@@ -184,6 +191,7 @@ class ImportMappingView(APIView):
     permission_classes = [IsAuthenticated, CanRunImports]
     parser_classes = [JSONParser]
 
+    @extend_schema(request=ConfigureSerializer, responses=ImportJobSerializer)
     def post(self, request, job_id: int):
         job = _job(request, job_id)
         data = ConfigureSerializer(data=request.data)
@@ -200,6 +208,7 @@ class ImportPreviewView(APIView):
 
     permission_classes = [IsAuthenticated, CanRunImports]
 
+    @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request, job_id: int):
         job = _job(request, job_id)
         try:
@@ -216,6 +225,7 @@ class ImportActionView(APIView):
     permission_classes = [IsAuthenticated, CanRunImports]
     action = ""
 
+    @extend_schema(request=None, responses={202: ImportJobSerializer})
     def post(self, request, job_id: int):
         job = _job(request, job_id)
         try:
@@ -238,6 +248,7 @@ class ImportErrorReportView(APIView):
 
     permission_classes = [IsAuthenticated, CanBrowseImports]
 
+    @extend_schema(responses={(200, "text/csv"): OpenApiTypes.STR})
     def get(self, request, job_id: int):
         job = _job(request, job_id)
         if job.status not in ImportJob.FINAL_STATUSES:
@@ -255,10 +266,12 @@ class MappingListView(APIView):
     permission_classes = [IsAuthenticated, CanRunImports]
     parser_classes = [JSONParser]
 
+    @extend_schema(responses=MappingSerializer(many=True), parameters=[OpenApiParameter("kind", str)])
     def get(self, request):
         mappings = selectors.import_mapping_list(kind=request.query_params.get("kind", ""))
         return Response(MappingSerializer(mappings, many=True).data)
 
+    @extend_schema(request=MappingSerializer, responses={201: MappingSerializer})
     def post(self, request):
         data = MappingSerializer(data=request.data)
         if not data.is_valid():
