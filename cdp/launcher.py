@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
@@ -25,6 +25,10 @@ from cdp import embedded
 from cdp.env import env_int, env_str
 
 STOP_TIMEOUT_SECONDS = 20
+# A child that dies is restarted (a worker killed by the OOM killer, a broker hiccup), unless it
+# keeps dying: more than RESTART_LIMIT restarts within RESTART_WINDOW_SECONDS stops everything.
+RESTART_LIMIT = 5
+RESTART_WINDOW_SECONDS = 600
 _PR_SET_PDEATHSIG = 1
 
 
@@ -39,6 +43,7 @@ class Child:
     name: str
     command: list[str]
     process: subprocess.Popen | None = None
+    restarts: list[float] = field(default_factory=list)
 
 
 class Supervisor:
@@ -101,9 +106,24 @@ class Supervisor:
             Child("beat", [python, "-m", "celery", "-A", "cdp", "beat", "--loglevel", "INFO",
                            "--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME, "--pidfile="]),
         ]
+        self.env = env
         for child in self.children:
-            child.process = subprocess.Popen(child.command, env=env, start_new_session=True,
-                                             preexec_fn=_die_with_parent)
+            self.start(child)
+
+    def start(self, child: Child) -> None:
+        child.process = subprocess.Popen(child.command, env=self.env, start_new_session=True,
+                                         preexec_fn=_die_with_parent)
+
+    def restart(self, child: Child) -> bool:
+        """Start a dead child again; False once it has died too often lately."""
+        now = time.monotonic()
+        child.restarts = [at for at in child.restarts if now - at < RESTART_WINDOW_SECONDS]
+        if len(child.restarts) >= RESTART_LIMIT:
+            return False
+        child.restarts.append(now)
+        _signal_group(child.process, signal.SIGKILL)  # what is left of its session (pool processes)
+        self.start(child)
+        return True
 
     def wait_until_healthy(self, timeout: float = 60) -> bool:
         url = f"http://{self.host}:{self.port}/healthz"
@@ -180,10 +200,17 @@ def run(out=sys.stdout) -> int:
             supervisor.say(f"The {dead.name if dead else 'web'} process failed to start; see its output above.")
             return 1
         _banner(supervisor, password)
-        while not (dead := supervisor.dead_child()):
+        while True:
             time.sleep(0.5)
-        supervisor.say(f"The {dead.name} process exited (code {dead.process.returncode}); stopping.")
-        exit_code = 1
+            if not (dead := supervisor.dead_child()):
+                continue
+            code = dead.process.returncode
+            if not supervisor.restart(dead):
+                supervisor.say(f"The {dead.name} process exited (code {code}) {RESTART_LIMIT} times in "
+                               f"{RESTART_WINDOW_SECONDS // 60} minutes; stopping.")
+                exit_code = 1
+                break
+            supervisor.say(f"The {dead.name} process exited (code {code}); started it again.")
     except KeyboardInterrupt:
         pass
     finally:

@@ -94,7 +94,15 @@ def test_make_run_serves_the_dashboard_and_ctrl_c_stops_every_process(tmp_path):
         names = " ".join(" ".join(child.cmdline()) for child in children)
         assert "gunicorn" in names and "worker" in names and "beat" in names
         assert _postmaster_alive(data_dir), "the embedded PostgreSQL should be running"
+        # A worker that dies (OOM killer, broker fault) is started again, not the end of the system.
+        worker = next(child for child in psutil.Process(process.pid).children()
+                      if "worker" in child.cmdline() and "celery" in " ".join(child.cmdline()))
+        worker.kill()
+        _wait_for(process, r"The worker process exited \(code -9\); started it again", timeout=30, log=log)
+        fresh = next(child for child in psutil.Process(process.pid).children() if "worker" in child.cmdline())
+        assert fresh.pid != worker.pid
         postmaster = psutil.Process(int((data_dir / "pg" / "postmaster.pid").read_text().splitlines()[0]))
+        children = psutil.Process(process.pid).children(recursive=True)
         tracked = children + [postmaster] + postmaster.children(recursive=True)
     finally:
         process.send_signal(signal.SIGINT)
