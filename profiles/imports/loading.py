@@ -1,5 +1,5 @@
 """Loading: COPY cleaned rows into a staging table, then set-based SQL into profiles,
-identities, links, traits, pending consents and transactions.
+identities, links, traits and transactions; consent statements go to the ledger (consents.py).
 
 Everything here runs inside the import's single transaction: the staging tables are temporary
 (ON COMMIT DROP), and a failure, a cancel or a killed worker rolls the whole file back.
@@ -19,10 +19,12 @@ from psycopg import sql
 
 from cdp import crypto
 from profiles.identifiers import identity_hash, stored_value
+from profiles.imports import consents
 from profiles.imports import fields as F
 from profiles.imports.digests import SHA256_KIND, email_digest
 from profiles.imports.mapping import Plan
 from profiles.imports.merging import merge_requests_submit
+from profiles.imports.validation import CONSENT_ERROR_FIELD
 from profiles.models import Identity
 
 # Import field -> identity kind, in the order that picks a row's "customer key".
@@ -59,7 +61,6 @@ def _column_type(name: str) -> str:
 class LoadResult:
     rows_loaded: int = 0
     rows_duplicate: int = 0
-    rows_rejected_in_sql: int = 0
     profiles_matched: int = 0
     profiles_created: int = 0
     transactions_created: int = 0
@@ -273,8 +274,8 @@ def rejects_find(cursor, plan: Plan) -> tuple[list[tuple], int]:
     return lines, duplicates
 
 
-def identities_resolve(cursor, plan: Plan) -> None:
-    """Which existing profile each row belongs to (through any of its identifiers)."""
+def identifiers_stage(cursor, plan: Plan) -> None:
+    """Each row's identifiers (import_row_ident) and the file's distinct ones (import_ident)."""
     kinds = [kind for _f, kind in IDENTITY_KINDS]
     values = sql.SQL(", ").join(
         sql.SQL("({}, {}, {}, {}, {})").format(
@@ -299,6 +300,10 @@ def identities_resolve(cursor, plan: Plan) -> None:
         FROM import_row_ident GROUP BY kind, hash""")
     cursor.execute("CREATE INDEX ON import_ident (kind, hash)")
     cursor.execute("ANALYZE import_ident")
+
+
+def identities_resolve(cursor) -> None:
+    """Which existing profile each row belongs to (through any of its identifiers)."""
     identities_refresh(cursor)
     # Each row's profile: one its identifiers already belong to, else one another row of the same
     # customer (same customer key) matched, else a new profile per customer key (made up here,
@@ -495,17 +500,6 @@ def _authoritative_sources(cursor) -> list[int]:
     return [row[0] for row in cursor.fetchall()]
 
 
-def consents_stage(cursor, job_id: int, source_id: int) -> int:
-    """Consent columns become pending consent rows (handed to the consent ledger later)."""
-    return _run(cursor, """
-        INSERT INTO profiles_pendingconsent (job_id, profile_id, purpose, granted, stated_at, source_id, created_at)
-        SELECT DISTINCT ON (t.profile_id, s.consent_purpose, s.consent_at, s.consent_granted)
-               %s, t.profile_id, s.consent_purpose, s.consent_granted, s.consent_at, %s, now()
-        FROM import_stage s JOIN import_target t USING (row_number)
-        WHERE s.consent_purpose IS NOT NULL AND s.consent_granted IS NOT NULL AND s.consent_at IS NOT NULL
-        ON CONFLICT (profile_id, purpose, stated_at, granted) DO NOTHING""", [job_id, source_id])
-
-
 def transactions_insert(cursor, source_id: int) -> int:
     """Orders (rows sharing an order id are its lines) ON CONFLICT (source, order_id) DO NOTHING,
     with one item per line; returns how many orders were new."""
@@ -558,19 +552,43 @@ def counts(cursor) -> tuple[int, int, int]:
     return cursor.fetchone()
 
 
-def load(cursor, plan: Plan, *, job_id: int, source_id: int, authoritative: bool, on_phase) -> tuple[LoadResult,
-                                                                                                       list[tuple]]:
+def _identifiers_without_erased(cursor, plan: Plan) -> list[tuple]:
+    """Stage the file's identifiers, leaving out rows that name an erased person."""
+    identifiers_stage(cursor, plan)
+    kind_headers = {kind: plan.header_of(field) or "" for field, kind in IDENTITY_KINDS}
+    erased = consents.erased_rows_reject(cursor, kind_headers=kind_headers,
+                                         consent_columns="consent_purpose" in plan.targets)
+    if erased:  # rare: build the identifier tables again without those rows
+        cursor.execute("DROP TABLE import_row_ident, import_ident")
+        identifiers_stage(cursor, plan)
+    return erased
+
+
+def _consent_headers(plan: Plan) -> dict[str, str]:
+    """Consent error code -> the file column it is about."""
+    return {code: plan.header_of(field) or "" for code, field in CONSENT_ERROR_FIELD.items()}
+
+
+def _consents_record(cursor, plan: Plan, job_id: int, actor, result: LoadResult) -> list[tuple]:
+    outcome = consents.consents_record(cursor, kinds=[kind for _f, kind in IDENTITY_KINDS], job_id=job_id,
+                                       actor=actor, headers=_consent_headers(plan))
+    result.consents = outcome.recorded
+    return outcome.report
+
+
+def load(cursor, plan: Plan, *, job_id: int, source_id: int, authoritative: bool, actor, on_phase) -> tuple[
+        LoadResult, list[tuple]]:
     """Everything after staging; returns the result and the extra report lines (SQL-found rejects)."""
     result = LoadResult()
     on_phase("checking duplicates")
     report, result.rows_duplicate = rejects_find(cursor, plan)
-    result.rows_rejected_in_sql = len(report) - result.rows_duplicate
+    if "consent_purpose" in plan.targets:
+        report += consents.consent_rows_reject(cursor, headers=_consent_headers(plan))
     on_phase("matching identities")
-    identities_resolve(cursor, plan)
+    report += _identifiers_without_erased(cursor, plan)
+    identities_resolve(cursor)
     if plan.kind == F.ENRICHMENT:
-        unmatched = unmatched_reject(cursor, plan)
-        report += unmatched
-        result.rows_rejected_in_sql += len(unmatched)
+        report += unmatched_reject(cursor, plan)
         cursor.execute("CREATE TEMP TABLE import_new ON COMMIT DROP AS SELECT NULL::bytea AS customer_key, "
                        "NULL::uuid AS profile_id LIMIT 0")
     else:
@@ -584,8 +602,9 @@ def load(cursor, plan: Plan, *, job_id: int, source_id: int, authoritative: bool
     else:
         on_phase("updating traits")
         traits_update(cursor, plan, source_id, authoritative)
-        if "consent_purpose" in plan.targets:
-            result.consents = consents_stage(cursor, job_id, source_id)
+    if "consent_purpose" in plan.targets:  # late: the ledger's lock is held until COMMIT
+        on_phase("recording consent")
+        report += _consents_record(cursor, plan, job_id, actor, result)
     on_phase("finishing")
     result.rows_loaded, result.profiles_matched, _ = counts(cursor)
     return result, report
