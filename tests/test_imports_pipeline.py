@@ -254,3 +254,28 @@ def test_uploads_are_deleted_after_the_retention_and_a_retry_then_explains(users
         import_retry(job=failed, user=users["dan"])
     failed.refresh_from_db()
     assert failed.status == ImportJob.Status.FAILED
+
+
+@pytest.mark.parametrize("values", [["a", "b"], [" a", "b"], ["a ", "b"], ["a", "b\t"], ["a", "\xa0b"], ["a\n", ""],
+                                    ["", ""], ["x\x00 y"], ["\u3000z"], [" "], []])
+def test_trimming_skips_clean_columns_and_strips_like_str_strip(values):
+    import pandas as pd
+
+    from profiles.imports.cleaning import trim
+
+    assert trim(pd.Series(values, dtype=object)).tolist() == [v.strip() for v in values]
+
+
+def test_a_file_with_every_identifier_kind_links_and_stages_only_mapped_columns(users, crm):
+    """One row naming customer id, email, phone and user id: every identity is created and linked
+    (the single-identifier shortcuts must not apply), and re-importing changes nothing."""
+    from profiles.models import IdentityLink
+
+    content = b"customer_id,email,phone,user_id,city\nK1,kay@example.com,+49 151 1111 2222,u-k1,Kiel\n"
+    job = run_import(user=users["dan"], source=crm, kind="crm", content=content)
+    assert (job.status, job.rows_loaded, job.profiles_created) == ("succeeded", 1, 1)
+    profile = _crm_id("K1")
+    assert sorted(profile.identities.values_list("kind", flat=True)) == ["crm_id", "email", "phone", "user_id"]
+    assert IdentityLink.objects.filter(rule="crm_row").count() == 3
+    again = run_import(user=users["dan"], source=crm, kind="crm", content=content)
+    assert (again.profiles_created, again.profiles_matched, IdentityLink.objects.count()) == (0, 1, 3)

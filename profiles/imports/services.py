@@ -289,6 +289,9 @@ def import_cancel(*, job: ImportJob, user) -> ImportJob:
 
 def import_execute(*, job_id: int, on_progress: Callable[[Snapshot], None] | None = None) -> ImportJob | None:
     """Run a queued import to the end in one transaction; None if another worker has it."""
+    if not connection.in_atomic_block:
+        # A fresh session: temp_buffers can only be raised before a session's first temp table.
+        connection.close()
     now = timezone.now()
     claimed = ImportJob.objects.filter(pk=job_id, status=Status.QUEUED, cancel_requested=False).update(
         status=Status.RUNNING, started_at=now, heartbeat_at=now, phase=READING, rows_done=0)
@@ -372,6 +375,7 @@ def _import_file(job: ImportJob, reporter: ProgressReporter) -> dict:
     with connection.cursor() as django_cursor:
         cursor = django_cursor.cursor
         cursor.execute("SET LOCAL client_connection_check_interval = '2s'")
+        loading.session_prepare(cursor)
         if "email_sha256" in plan.targets:
             email_digests_backfill(cursor)
         errors = _ErrorWriter(job.id)
