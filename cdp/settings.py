@@ -304,6 +304,10 @@ CDP_IMPORT_STALE_SECONDS = env_int("CDP_IMPORT_STALE_SECONDS", 600, minimum=30)
 # Uploaded files are deleted this many days after their import finished (they are only needed to
 # retry; the loaded data lives in the profiles).
 CDP_IMPORT_FILE_DAYS = env_int("CDP_IMPORT_FILE_DAYS", 7, minimum=0)
+# Memory of the importing database session for its staging (temporary) tables, in MB; beyond it
+# they spill to temporary files. PostgreSQL's default (8 MB) makes every pass over a big stage
+# read it back from disk.
+CDP_IMPORT_TEMP_BUFFERS_MB = env_int("CDP_IMPORT_TEMP_BUFFERS_MB", 512, minimum=1, maximum=65536)
 # Identity resolution (profiles/identity/): events per resolver batch (one transaction each),
 # how long one task run keeps taking batches before it re-enqueues itself, and the guard rails:
 # at most this many user ids per profile, and an anonymous id seen with more user ids than this

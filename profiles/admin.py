@@ -150,14 +150,6 @@ class PendingMergeAdmin(admin.ModelAdmin):
     raw_id_fields = ("job", "profile_a", "profile_b")
 
 
-@admin.register(models.PendingConsent)
-class PendingConsentAdmin(admin.ModelAdmin):
-    list_display = ("profile", "purpose", "granted", "stated_at", "job", "handed_over_at")
-    list_filter = ("purpose", "granted")
-    raw_id_fields = ("job", "profile", "source")
-    show_full_result_count = False
-
-
 @admin.register(models.EmailDigest)
 class EmailDigestAdmin(admin.ModelAdmin):
     list_display = ("identity",)

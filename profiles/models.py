@@ -409,7 +409,8 @@ class EventDedupe(models.Model):
 
 # --- imports
 # File imports (CRM, transactions, enrichment), their reusable column mappings, row-level error
-# reports, and what an import hands on to other stages (pending merges and consents).
+# reports, and what an import hands on to identity resolution (pending merges). Consent columns go
+# to the consent ledger (profiles/imports/consents.py).
 
 
 class ImportMapping(models.Model):
@@ -483,6 +484,7 @@ class ImportJob(models.Model):
     profiles_matched = models.BigIntegerField(default=0)
     profiles_created = models.BigIntegerField(default=0)
     transactions_created = models.BigIntegerField(default=0)
+    consents_recorded = models.BigIntegerField(default=0, help_text="consent records appended to the ledger")
     cancel_requested = models.BooleanField(default=False)
     # The database session doing the work: cancelling interrupts it (pg_cancel_backend), and a
     # session that vanished means the worker died (its transaction rolled back).
@@ -532,26 +534,6 @@ class PendingMerge(models.Model):
 
     def __str__(self):
         return f"merge {self.profile_a_id} + {self.profile_b_id}"
-
-
-class PendingConsent(models.Model):
-    """A consent statement read from an import, waiting to be handed to the consent ledger."""
-
-    job = models.ForeignKey(ImportJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="consents")
-    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="+")
-    purpose = models.CharField(max_length=60)
-    granted = models.BooleanField()
-    stated_at = models.DateTimeField()
-    source = models.ForeignKey(Source, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-    handed_over_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["profile", "purpose", "stated_at", "granted"],
-                                               name="pendingconsent_uniq")]
-
-    def __str__(self):
-        return f"{self.purpose}={'granted' if self.granted else 'withdrawn'} for {self.profile_id}"
 
 
 class EmailDigest(models.Model):

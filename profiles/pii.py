@@ -27,7 +27,6 @@ LOCATIONS = [
     PiiLocation("profiles.ImportRowError", "", ("value",),
                 note="offending values of rejected rows, encrypted; not linked to a profile"),
     PiiLocation("profiles.PendingMerge", "profile_a_id", note="also profile_b_id"),
-    PiiLocation("profiles.PendingConsent", "profile_id"),
     PiiLocation("profiles.EmailDigest", "identity__profile_id", ("digest_hash",), on_erasure="cascade"),
     PiiLocation("profiles.TraitProvenance", "profile_id", on_erasure="cascade"),
 ]

@@ -54,7 +54,8 @@ def _crm_id(profile_crm: str) -> Profile:
 
 def _state() -> dict:
     """Everything an import can touch, to compare before and after."""
-    from profiles.models import IdentityLink, PendingConsent, PendingMerge, TraitProvenance, TransactionItem
+    from consent.models import ConsentRecord
+    from profiles.models import IdentityLink, PendingMerge, TraitProvenance, TransactionItem
 
     return {
         "profiles": sorted((str(p.id), p.city, p.gender, p.age, p.first_name, p.updated_at.isoformat(),
@@ -64,7 +65,7 @@ def _state() -> dict:
         "transactions": sorted(Transaction.objects.values_list("id", "order_id", "amount", "profile_id")),
         "items": TransactionItem.objects.count(),
         "merges": PendingMerge.objects.count(),
-        "consents": PendingConsent.objects.count(),
+        "consents": ConsentRecord.objects.count(),
         "provenance": sorted((str(p.profile_id), repr(p.fields)) for p in TraitProvenance.objects.all()),
     }
 
@@ -159,14 +160,13 @@ def test_an_authoritative_source_wins_over_a_later_non_authoritative_import(user
 def test_enrichment_by_email_sha256_and_consent_columns(users, crm):
     import hashlib
 
-    from profiles.models import PendingConsent
+    from consent.enforcement import profile_purposes
 
     run_import(user=users["dan"], source=crm, kind="crm",
                content=(b"customer_id,email,consent purpose,consent granted,consent date\n"
                         b"C1,Ann@Example.com,email_marketing,yes,2024-05-01\n"
                         b"C2,bo@example.com,newsletterz,yes,2024-05-01\n"))
-    consent = PendingConsent.objects.get()
-    assert (consent.purpose, consent.granted, consent.profile_id) == ("email_marketing", True, _crm_id("C1").id)
+    assert profile_purposes(profile_id=_crm_id("C1").id)["email_marketing"] is True
     digest = hashlib.sha256(b"ann@example.com").hexdigest()
     content = f"email_sha256,income band,loyalty tier\n{digest.upper()},high,gold\n{'0' * 64},low,none\n".encode()
     job = run_import(user=users["dan"], source=crm, kind="enrichment", content=content,
@@ -254,3 +254,28 @@ def test_uploads_are_deleted_after_the_retention_and_a_retry_then_explains(users
         import_retry(job=failed, user=users["dan"])
     failed.refresh_from_db()
     assert failed.status == ImportJob.Status.FAILED
+
+
+@pytest.mark.parametrize("values", [["a", "b"], [" a", "b"], ["a ", "b"], ["a", "b\t"], ["a", "\xa0b"], ["a\n", ""],
+                                    ["", ""], ["x\x00 y"], ["\u3000z"], [" "], []])
+def test_trimming_skips_clean_columns_and_strips_like_str_strip(values):
+    import pandas as pd
+
+    from profiles.imports.cleaning import trim
+
+    assert trim(pd.Series(values, dtype=object)).tolist() == [v.strip() for v in values]
+
+
+def test_a_file_with_every_identifier_kind_links_and_stages_only_mapped_columns(users, crm):
+    """One row naming customer id, email, phone and user id: every identity is created and linked
+    (the single-identifier shortcuts must not apply), and re-importing changes nothing."""
+    from profiles.models import IdentityLink
+
+    content = b"customer_id,email,phone,user_id,city\nK1,kay@example.com,+49 151 1111 2222,u-k1,Kiel\n"
+    job = run_import(user=users["dan"], source=crm, kind="crm", content=content)
+    assert (job.status, job.rows_loaded, job.profiles_created) == ("succeeded", 1, 1)
+    profile = _crm_id("K1")
+    assert sorted(profile.identities.values_list("kind", flat=True)) == ["crm_id", "email", "phone", "user_id"]
+    assert IdentityLink.objects.filter(rule="crm_row").count() == 3
+    again = run_import(user=users["dan"], source=crm, kind="crm", content=content)
+    assert (again.profiles_created, again.profiles_matched, IdentityLink.objects.count()) == (0, 1, 3)

@@ -313,6 +313,9 @@ class ImportConsentRow:
     purpose: str
     granted: object
     date: str = ""
+    # The identifier's keyed hash, for callers that hold no plaintext (an import's staging
+    # table); `identifier` is then ignored. identifier_kind "profile_id" names a profile.
+    identifier_hash: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -361,21 +364,67 @@ def _import_purpose(value) -> int:
     return next(iter(decisions))
 
 
+def _import_subject(row: ImportConsentRow) -> Subject:
+    if row.identifier_kind == PROFILE_SUBJECT:
+        try:
+            return subject_for_profile(row.identifier)
+        except ValueError:
+            raise ConsentInputError("invalid_identifier", "the profile id given is not usable", "identifier") from None
+    if row.identifier_hash is None:
+        return subject_from_identifier(row.identifier_kind, row.identifier)
+    if row.identifier_kind not in IDENTIFIER_KINDS or len(row.identifier_hash) != 32:
+        raise ConsentInputError("invalid_identifier", "the identifier hash given is not usable", "identifier")
+    return Subject(row.identifier_kind, bytes(row.identifier_hash))
+
+
+def _import_rows_parse(rows: list[ImportConsentRow], result: BulkResult, *, subjects: bool = True) -> list[tuple]:
+    now = datetime.now(UTC)
+    parsed = []
+    for row in rows:
+        try:
+            subject = _import_subject(row) if subjects else None
+            parsed.append((row, subject, _import_purpose(row.purpose), _import_granted(row.granted),
+                           _import_date(row.date, now)))
+        except ConsentInputError as exc:
+            result.errors.append(RowError(row.row_number, exc.code, exc.message))
+    return parsed
+
+
+def consent_import_rows_check(*, rows: list[ImportConsentRow]) -> list[RowError]:
+    """The errors of the purpose, granted and date columns that `consent_from_import_rows` would
+    report, recording nothing, so an import can reject those rows before it loads anything of
+    them. Identifiers are not checked (the import has its own rules for them)."""
+    result = BulkResult()
+    _import_rows_parse(rows, result, subjects=False)
+    return result.errors
+
+
+def import_suppression_lifts(*, decisions: list[tuple[str, bytes, datetime]]) -> set[tuple[str, bytes]]:
+    """Which suppressed identifiers granted import decisions (kind, keyed hash, decided at) lift:
+    only a decision dated after the erasure is new consent, so re-importing an old file never
+    brings an erased person back."""
+    from consent.models import SuppressionEntry
+
+    newest: dict[tuple[str, bytes], datetime] = {}
+    for kind, digest, decided_at in decisions:
+        key = (kind, bytes(digest))
+        newest[key] = max(decided_at, newest.get(key, decided_at))
+    if not newest:
+        return set()
+    # Index: suppression_uniq (value_hash, kind).
+    entries = SuppressionEntry.objects.filter(value_hash__in=[digest for _, digest in newest],
+                                              lifted_at__isnull=True).values_list("kind", "value_hash", "created_at")
+    return {(kind, bytes(digest)) for kind, digest, created_at in entries
+            if (kind, bytes(digest)) in newest and newest[(kind, bytes(digest))] > created_at}
+
+
 def consent_from_import_rows(*, rows: list[ImportConsentRow], actor=None, source_key_id: int | None = None,
                              import_reference: str = "") -> BulkResult:
     """Record consent columns of an import (purpose, granted, date per row). Bad rows come back
     as row-level errors; good rows are recorded. A row repeating what is already known (same
     state, not newer) is counted unchanged, so re-running an import adds nothing."""
     result = BulkResult()
-    now = datetime.now(UTC)
-    parsed = []
-    for row in rows:
-        try:
-            subject = subject_from_identifier(row.identifier_kind, row.identifier)
-            parsed.append((row, subject, _import_purpose(row.purpose), _import_granted(row.granted),
-                           _import_date(row.date, now)))
-        except ConsentInputError as exc:
-            result.errors.append(RowError(row.row_number, exc.code, exc.message))
+    parsed = _import_rows_parse(rows, result)
     current = _current_states({(s.kind, s.hash) for _, s, _, _, _ in parsed})
     records, seen = [], {}
     actor_id = actor.pk if getattr(actor, "is_authenticated", False) else None
@@ -391,7 +440,8 @@ def consent_from_import_rows(*, rows: list[ImportConsentRow], actor=None, source
             source=ConsentRecord.Source.IMPORT, method=ConsentRecord.Method.IMPORT,
             client_timestamp=decided_at if str(row.date or "").strip() else None, decided_at=decided_at,
             actor_id=actor_id, actor_key_id=source_key_id,
-            details={"import": str(import_reference)[:100], "row": row.row_number}))
+            details={"import": str(import_reference)[:100], "row": row.row_number},
+            link_profile_id=subject.profile_id))
     ledger.ledger_append(records)
     result.recorded = len(records)
     if actor_id and records:

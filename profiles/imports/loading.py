@@ -1,5 +1,5 @@
 """Loading: COPY cleaned rows into a staging table, then set-based SQL into profiles,
-identities, links, traits, pending consents and transactions.
+identities, links, traits and transactions; consent statements go to the ledger (consents.py).
 
 Everything here runs inside the import's single transaction: the staging tables are temporary
 (ON COMMIT DROP), and a failure, a cancel or a killed worker rolls the whole file back.
@@ -15,14 +15,18 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 import pandas as pd
+import psycopg
+from django.conf import settings
 from psycopg import sql
 
 from cdp import crypto
 from profiles.identifiers import identity_hash, stored_value
+from profiles.imports import consents
 from profiles.imports import fields as F
 from profiles.imports.digests import SHA256_KIND, email_digest
 from profiles.imports.mapping import Plan
 from profiles.imports.merging import merge_requests_submit
+from profiles.imports.validation import CONSENT_ERROR_FIELD
 from profiles.models import Identity
 
 # Import field -> identity kind, in the order that picks a row's "customer key".
@@ -33,7 +37,7 @@ TEXT_TRAITS = ("gender", "city", "postcode", "country", "income_band", "occupati
 NUMBER_TRAITS = ("birth_year", "age")
 
 _IDENTITY_COLUMNS = [col for _f, kind in IDENTITY_KINDS for col in (f"{kind}_hash", f"{kind}_value")]
-COMMON_COLUMNS = ["row_number", "row_digest", "customer_key", *_IDENTITY_COLUMNS, "email_digest"]
+COMMON_COLUMNS = ["row_number", "row_digest", *_IDENTITY_COLUMNS, "email_digest"]
 STAGE_COLUMNS = {
     F.TRANSACTIONS: [*COMMON_COLUMNS, "order_id", "ts_us", "amount", "currency", "quantity", "product", "sku",
                      "category", "channel", "store"],
@@ -42,6 +46,17 @@ STAGE_COLUMNS = {
             "consent_at"],
 }
 STAGE_COLUMNS[F.ENRICHMENT] = STAGE_COLUMNS[F.CRM]
+# Stage columns that only a mapped field fills (any of those listed); the others always travel.
+_SOURCE_FIELDS = {
+    **{f"{kind}_{part}": (field,) for field, kind in IDENTITY_KINDS for part in ("hash", "value")},
+    "email_digest": ("email",), "sha_digest": ("email_sha256",),
+    **{name: (name,) for name in ("quantity", "product", "sku", "category", "store", *TEXT_TRAITS)},
+    **{name: (name,) for name in NAME_FIELDS}, **{f"{name}_digest": (name,) for name in NAME_FIELDS},
+    "birth_date": ("birth_date",), "birth_year": ("birth_date", "age"), "age": ("birth_date", "age"),
+    "consent_purpose": ("consent_purpose",), "consent_granted": ("consent_purpose",),
+    "consent_at": ("consent_purpose",),
+}
+DIGEST_CACHE_SIZE = 300_000  # identifiers whose hash the Stager remembers (~60 MB at most)
 # Order times travel as microseconds since the epoch: formatting datetimes as text for COPY
 # costs more than the rest of staging.
 TS = "(timestamptz 'epoch' + s.ts_us * interval '1 microsecond')"
@@ -49,6 +64,18 @@ _TYPES = {"ts_us": "bigint", "row_number": "bigint", "row_digest": "bigint", "cu
           "sha_digest": "bytea", "ts": "timestamptz", "amount": "numeric(14,2)", "quantity": "integer",
           "birth_date": "date", "birth_year": "smallint", "age": "smallint", "traits": "jsonb",
           "consent_granted": "boolean", "consent_at": "timestamptz"}
+
+
+def session_prepare(cursor) -> None:
+    """Give the session room for its staging tables, unless temp tables were used in it already
+    (PostgreSQL then refuses a new temp_buffers; the import still works, spilling to disk)."""
+    cursor.execute("SAVEPOINT import_temp_buffers")
+    try:
+        cursor.execute(sql.SQL("SET temp_buffers = {}").format(
+            sql.Literal(f"{settings.CDP_IMPORT_TEMP_BUFFERS_MB}MB")))
+    except psycopg.errors.InvalidParameterValue:
+        cursor.execute("ROLLBACK TO SAVEPOINT import_temp_buffers")
+    cursor.execute("RELEASE SAVEPOINT import_temp_buffers")
 
 
 def _column_type(name: str) -> str:
@@ -59,7 +86,6 @@ def _column_type(name: str) -> str:
 class LoadResult:
     rows_loaded: int = 0
     rows_duplicate: int = 0
-    rows_rejected_in_sql: int = 0
     profiles_matched: int = 0
     profiles_created: int = 0
     transactions_created: int = 0
@@ -89,7 +115,17 @@ class Stager:
         self.columns = STAGE_COLUMNS[plan.kind]
         definition = sql.SQL(", ").join(
             sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(_column_type(c))) for c in self.columns)
-        cursor.execute(sql.SQL("CREATE TEMP TABLE import_stage ({}) ON COMMIT DROP").format(definition))
+        # A row's customer key is its first identifier hash (IDENTITY_KINDS order, then the email
+        # SHA-256 digest): PostgreSQL fills it in during the COPY, on the other core.
+        keys = [sql.Identifier(f"{kind}_hash") for _f, kind in IDENTITY_KINDS]
+        if "sha_digest" in self.columns:
+            keys.append(sql.Identifier("sha_digest"))
+        cursor.execute(sql.SQL("CREATE TEMP TABLE import_stage ({}, customer_key bytea GENERATED ALWAYS AS "
+                               "(coalesce({})) STORED) ON COMMIT DROP").format(definition, sql.SQL(", ").join(keys)))
+        self._digests: dict[str, pd.DataFrame] = {}
+        # Only columns the mapping can fill travel (the others stay NULL): less to format and parse.
+        self.columns = [c for c in self.columns if not (set(_SOURCE_FIELDS.get(c, ())) and
+                                                       not set(_SOURCE_FIELDS[c]) & plan.targets)]
         self._copy_statement = sql.SQL("COPY import_stage ({}) FROM STDIN (FORMAT csv)").format(
             sql.SQL(", ").join(map(sql.Identifier, self.columns)))
         self.rows = 0
@@ -145,20 +181,11 @@ class Stager:
         mapped = [c for c in frame.columns if c != "row_number"]
         # Hash the typed values directly: casting to text first costs more than the hashing.
         out["row_digest"] = pd.util.hash_pandas_object(frame[mapped], index=False).astype(np.int64)
-        key = pd.Series("", index=frame.index, dtype=object)
         for target, kind in IDENTITY_KINDS:
-            hashes = pd.Series(None, index=frame.index, dtype=object)
-            values = pd.Series(None, index=frame.index, dtype=object)
             if target in frame:
-                column = frame[target].fillna("")
-                uniques = [v for v in column.unique() if v]
-                digests = {v: _hex(identity_hash(kind, v)) for v in uniques}
-                hashes = column.map(digests)
-                stored = {v: stored_value(kind, v) for v in uniques}
-                values = column.map(stored)
-                key = key.where(key != "", hashes.fillna(""))
-            out[f"{kind}_hash"] = hashes
-            out[f"{kind}_value"] = values
+                known = self._identifiers(kind, frame[target])
+                out[f"{kind}_hash"] = frame[target].map(known["hash"])
+                out[f"{kind}_value"] = frame[target].map(known["stored"])
         if "email" in frame:
             emails = frame["email"].fillna("")
             digests = {v: _hex(email_digest(v)) for v in emails.unique() if v}
@@ -167,13 +194,28 @@ class Stager:
             shas = frame["email_sha256"].fillna("")
             digests = {v: _hex(crypto.keyed_hash(SHA256_KIND, v)) for v in shas.unique() if v}
             out["sha_digest"] = shas.map(digests)
-            key = key.where(key != "", out["sha_digest"].fillna(""))
-        out["customer_key"] = key.where(key != "")
         if plan.kind == F.TRANSACTIONS:
             self._transaction_columns(frame, out)
         else:
             self._profile_columns(frame, out)
         return out.reindex(columns=self.columns)
+
+    def _identifiers(self, kind: str, column: pd.Series) -> pd.DataFrame:
+        """Keyed hash (as COPY text) and stored value per identifier of the column, indexed by the
+        identifier and remembered across chunks: a customer recurs in many chunks, and the HMAC
+        was most of staging's Python time. Lookups are index operations, not a Python loop."""
+        known = self._digests.get(kind)
+        values = pd.Index(column.dropna().unique()).drop("", errors="ignore")
+        new = values if known is None else values.difference(known.index)
+        if len(new):
+            computed = pd.DataFrame({"hash": [_hex(identity_hash(kind, v)) for v in new],
+                                     "stored": [stored_value(kind, v) for v in new]}, index=new)
+            if known is not None and len(known) + len(new) > DIGEST_CACHE_SIZE:
+                # Bounded (a 1 GB file may name millions of customers): keep this chunk's only.
+                known = known.loc[values.intersection(known.index)]
+            known = computed if known is None else pd.concat([known, computed])
+            self._digests[kind] = known
+        return known if known is not None else pd.DataFrame({"hash": [], "stored": []}, dtype=object)
 
     @staticmethod
     def _transaction_columns(frame, out) -> None:
@@ -273,8 +315,8 @@ def rejects_find(cursor, plan: Plan) -> tuple[list[tuple], int]:
     return lines, duplicates
 
 
-def identities_resolve(cursor, plan: Plan) -> None:
-    """Which existing profile each row belongs to (through any of its identifiers)."""
+def identifiers_stage(cursor, plan: Plan) -> None:
+    """Each row's identifiers (import_row_ident) and the file's distinct ones (import_ident)."""
     kinds = [kind for _f, kind in IDENTITY_KINDS]
     values = sql.SQL(", ").join(
         sql.SQL("({}, {}, {}, {}, {})").format(
@@ -299,6 +341,10 @@ def identities_resolve(cursor, plan: Plan) -> None:
         FROM import_row_ident GROUP BY kind, hash""")
     cursor.execute("CREATE INDEX ON import_ident (kind, hash)")
     cursor.execute("ANALYZE import_ident")
+
+
+def identities_resolve(cursor) -> None:
+    """Which existing profile each row belongs to (through any of its identifiers)."""
     identities_refresh(cursor)
     # Each row's profile: one its identifiers already belong to, else one another row of the same
     # customer (same customer key) matched, else a new profile per customer key (made up here,
@@ -367,21 +413,27 @@ def profiles_create(cursor, plan: Plan, source_id: int) -> int:
     return created
 
 
-def identities_insert(cursor, source_id: int) -> list[tuple]:
+def identities_insert(cursor, source_id: int, *, several_per_row: bool = True, emails: bool = True) -> list[tuple]:
     """Insert new identities, link each row's identifiers (rule crm_row), and return the pairs of
-    different existing profiles that one row joins (to be merged)."""
+    different existing profiles that one row joins (to be merged). With one identifier column
+    (`several_per_row` False) no row can link or join anything: those passes are skipped, and
+    without emails (no digests to write) so is reading the new identities' ids back."""
     cursor.execute("""
         INSERT INTO profiles_identity (profile_id, kind, value_hash, value, source_id, first_seen_at, last_seen_at)
         SELECT t.profile_id, i.kind, i.hash, i.value, %s, now(), now()
         FROM import_ident i JOIN import_target t ON t.row_number = i.first_row
         WHERE i.identity_id IS NULL AND i.kind <> %s
         ON CONFLICT (kind, value_hash) DO NOTHING""", [source_id, SHA256_KIND])
+    if not several_per_row and not emails:
+        return []
     identities_refresh(cursor)
     cursor.execute("""
         INSERT INTO profiles_emaildigest (identity_id, digest_hash)
         SELECT identity_id, decode(digest, 'hex') FROM import_ident
         WHERE kind = %s AND digest IS NOT NULL AND identity_id IS NOT NULL
         ON CONFLICT (identity_id) DO NOTHING""", [Identity.Kind.EMAIL])
+    if not several_per_row:
+        return []
     # Star edges: each row's first identifier (by priority) to each of its others. Grouping per
     # row (no self-join) keeps this linear in the rows.
     cursor.execute("""
@@ -495,51 +547,63 @@ def _authoritative_sources(cursor) -> list[int]:
     return [row[0] for row in cursor.fetchall()]
 
 
-def consents_stage(cursor, job_id: int, source_id: int) -> int:
-    """Consent columns become pending consent rows (handed to the consent ledger later)."""
-    return _run(cursor, """
-        INSERT INTO profiles_pendingconsent (job_id, profile_id, purpose, granted, stated_at, source_id, created_at)
-        SELECT DISTINCT ON (t.profile_id, s.consent_purpose, s.consent_at, s.consent_granted)
-               %s, t.profile_id, s.consent_purpose, s.consent_granted, s.consent_at, %s, now()
-        FROM import_stage s JOIN import_target t USING (row_number)
-        WHERE s.consent_purpose IS NOT NULL AND s.consent_granted IS NOT NULL AND s.consent_at IS NOT NULL
-        ON CONFLICT (profile_id, purpose, stated_at, granted) DO NOTHING""", [job_id, source_id])
-
-
-def transactions_insert(cursor, source_id: int) -> int:
-    """Orders (rows sharing an order id are its lines) ON CONFLICT (source, order_id) DO NOTHING,
-    with one item per line; returns how many orders were new."""
+def _orders_select(cursor) -> tuple[sql.Composable, bool]:
+    """The file's orders (rows sharing an order id are its lines) and whether any has several lines."""
     cursor.execute("SELECT EXISTS (SELECT 1 FROM import_stage GROUP BY order_id HAVING count(*) > 1)")
     if cursor.fetchone()[0]:
-        orders = sql.SQL("""
+        return sql.SQL("""
             SELECT s.order_id, min(t.profile_id::text)::uuid AS profile_id, sum(s.amount) AS amount,
                    min(s.currency) AS currency, min(s.channel) AS channel, coalesce(min(s.store), '') AS store,
                    min({ts}) AS ts
-            FROM import_stage s JOIN import_target t USING (row_number) GROUP BY s.order_id""").format(ts=sql.SQL(TS))
-    else:  # one line per order (the common export): no aggregation needed
-        orders = sql.SQL("""
-            SELECT s.order_id, t.profile_id, s.amount, s.currency, s.channel, coalesce(s.store, '') AS store,
-                   {ts} AS ts
-            FROM import_stage s JOIN import_target t USING (row_number)""").format(ts=sql.SQL(TS))
+            FROM import_stage s JOIN import_target t USING (row_number) GROUP BY s.order_id
+            ORDER BY min(s.row_number)""").format(ts=sql.SQL(TS)), True
+    # One line per order (the common export): no aggregation, and the line's item travels along.
+    return sql.SQL("""
+        SELECT s.order_id, t.profile_id, s.amount, s.currency, s.channel, coalesce(s.store, '') AS store, {ts} AS ts,
+               s.sku, s.product, s.category, s.quantity
+        FROM import_stage s JOIN import_target t USING (row_number) ORDER BY s.row_number""").format(
+        ts=sql.SQL(TS)), False
+
+
+def transactions_insert(cursor, source_id: int) -> int:
+    """Orders the source does not hold yet, with one item per line; returns how many were new.
+
+    Each new order draws its id from the table's sequence here, so its items are written from the
+    same temp table: no RETURNING round trip and no join back on order ids. Orders go in file order
+    (exports list them by order id): random order costs a third more in index maintenance."""
+    orders, multi_line = _orders_select(cursor)
+    # Index transaction_source_order_uniq (source_id, order_id) finds orders imported before.
     cursor.execute(sql.SQL("""
         CREATE TEMP TABLE import_orders ON COMMIT DROP AS
-        WITH orders AS ({orders}),
-        inserted AS (
-            INSERT INTO profiles_transaction (source_id, order_id, profile_id, amount, currency, channel, store,
-                                              timestamp, created_at)
-            SELECT %s, order_id, profile_id, amount, currency, channel, store, ts, now() FROM orders
-            ON CONFLICT (source_id, order_id) DO NOTHING
-            RETURNING id, order_id, profile_id)
-        SELECT * FROM inserted""").format(orders=orders), [source_id])
-    cursor.execute("ANALYZE import_orders")
-    cursor.execute("""
-        INSERT INTO profiles_transactionitem (transaction_id, product_sku, product_name, category, price, quantity)
-        SELECT o.id, coalesce(s.sku, ''), coalesce(s.product, ''), coalesce(s.category, ''),
-               round(s.amount / greatest(coalesce(s.quantity, 1), 1), 2), coalesce(s.quantity, 1)
-        FROM import_orders o JOIN import_stage s ON s.order_id = o.order_id
-        WHERE s.sku IS NOT NULL OR s.product IS NOT NULL OR s.category IS NOT NULL""")
-    cursor.execute("SELECT count(*) FROM import_orders")
-    return cursor.fetchone()[0]
+        SELECT nextval(pg_get_serial_sequence('profiles_transaction', 'id')) AS id, o.*
+        FROM ({orders}) o
+        WHERE NOT EXISTS (SELECT 1 FROM profiles_transaction x WHERE x.source_id = %s AND x.order_id = o.order_id)
+        """).format(orders=orders), [source_id])
+    new_orders = cursor.rowcount
+    inserted = _run(cursor, """
+        INSERT INTO profiles_transaction (id, source_id, order_id, profile_id, amount, currency, channel, store,
+                                          timestamp, created_at)
+        SELECT id, %s, order_id, profile_id, amount, currency, channel, store, ts, now() FROM import_orders
+        ON CONFLICT (source_id, order_id) DO NOTHING""", [source_id])
+    if inserted < new_orders:  # another writer of this source took some order ids meanwhile
+        cursor.execute("DELETE FROM import_orders o WHERE NOT EXISTS "
+                       "(SELECT 1 FROM profiles_transaction x WHERE x.id = o.id)")
+        new_orders -= cursor.rowcount
+    if multi_line:
+        cursor.execute("ANALYZE import_orders")
+        cursor.execute("""
+            INSERT INTO profiles_transactionitem (transaction_id, product_sku, product_name, category, price, quantity)
+            SELECT o.id, coalesce(s.sku, ''), coalesce(s.product, ''), coalesce(s.category, ''),
+                   round(s.amount / greatest(coalesce(s.quantity, 1), 1), 2), coalesce(s.quantity, 1)
+            FROM import_orders o JOIN import_stage s ON s.order_id = o.order_id
+            WHERE s.sku IS NOT NULL OR s.product IS NOT NULL OR s.category IS NOT NULL""")
+    else:
+        cursor.execute("""
+            INSERT INTO profiles_transactionitem (transaction_id, product_sku, product_name, category, price, quantity)
+            SELECT id, coalesce(sku, ''), coalesce(product, ''), coalesce(category, ''),
+                   round(amount / greatest(coalesce(quantity, 1), 1), 2), coalesce(quantity, 1)
+            FROM import_orders WHERE sku IS NOT NULL OR product IS NOT NULL OR category IS NOT NULL""")
+    return new_orders
 
 
 def touched_profile_batches(connection, batch: int):
@@ -558,25 +622,51 @@ def counts(cursor) -> tuple[int, int, int]:
     return cursor.fetchone()
 
 
-def load(cursor, plan: Plan, *, job_id: int, source_id: int, authoritative: bool, on_phase) -> tuple[LoadResult,
-                                                                                                       list[tuple]]:
+def _identifiers_without_erased(cursor, plan: Plan) -> list[tuple]:
+    """Stage the file's identifiers, leaving out rows that name an erased person."""
+    identifiers_stage(cursor, plan)
+    kind_headers = {kind: plan.header_of(field) or "" for field, kind in IDENTITY_KINDS}
+    erased = consents.erased_rows_reject(cursor, kind_headers=kind_headers,
+                                         consent_columns="consent_purpose" in plan.targets)
+    if erased:  # rare: build the identifier tables again without those rows
+        cursor.execute("DROP TABLE import_row_ident, import_ident")
+        identifiers_stage(cursor, plan)
+    return erased
+
+
+def _consent_headers(plan: Plan) -> dict[str, str]:
+    """Consent error code -> the file column it is about."""
+    return {code: plan.header_of(field) or "" for code, field in CONSENT_ERROR_FIELD.items()}
+
+
+def _consents_record(cursor, plan: Plan, job_id: int, actor, result: LoadResult) -> list[tuple]:
+    outcome = consents.consents_record(cursor, kinds=[kind for _f, kind in IDENTITY_KINDS], job_id=job_id,
+                                       actor=actor, headers=_consent_headers(plan))
+    result.consents = outcome.recorded
+    return outcome.report
+
+
+def load(cursor, plan: Plan, *, job_id: int, source_id: int, authoritative: bool, actor, on_phase) -> tuple[
+        LoadResult, list[tuple]]:
     """Everything after staging; returns the result and the extra report lines (SQL-found rejects)."""
     result = LoadResult()
     on_phase("checking duplicates")
     report, result.rows_duplicate = rejects_find(cursor, plan)
-    result.rows_rejected_in_sql = len(report) - result.rows_duplicate
+    if "consent_purpose" in plan.targets:
+        report += consents.consent_rows_reject(cursor, headers=_consent_headers(plan))
     on_phase("matching identities")
-    identities_resolve(cursor, plan)
+    report += _identifiers_without_erased(cursor, plan)
+    identities_resolve(cursor)
     if plan.kind == F.ENRICHMENT:
-        unmatched = unmatched_reject(cursor, plan)
-        report += unmatched
-        result.rows_rejected_in_sql += len(unmatched)
+        report += unmatched_reject(cursor, plan)
         cursor.execute("CREATE TEMP TABLE import_new ON COMMIT DROP AS SELECT NULL::bytea AS customer_key, "
                        "NULL::uuid AS profile_id LIMIT 0")
     else:
         on_phase("creating profiles")
         result.profiles_created = profiles_create(cursor, plan, source_id)
-    pairs = identities_insert(cursor, source_id)
+    identifier_columns = {field for field, _kind in IDENTITY_KINDS} | {"email_sha256"}
+    pairs = identities_insert(cursor, source_id, several_per_row=len(identifier_columns & plan.targets) > 1,
+                              emails="email" in plan.targets)
     result.merge_pairs = merge_requests_submit(pairs=pairs, job_id=job_id)
     if plan.kind == F.TRANSACTIONS:
         on_phase("loading transactions")
@@ -584,8 +674,9 @@ def load(cursor, plan: Plan, *, job_id: int, source_id: int, authoritative: bool
     else:
         on_phase("updating traits")
         traits_update(cursor, plan, source_id, authoritative)
-        if "consent_purpose" in plan.targets:
-            result.consents = consents_stage(cursor, job_id, source_id)
+    if "consent_purpose" in plan.targets:  # late: the ledger's lock is held until COMMIT
+        on_phase("recording consent")
+        report += _consents_record(cursor, plan, job_id, actor, result)
     on_phase("finishing")
     result.rows_loaded, result.profiles_matched, _ = counts(cursor)
     return result, report

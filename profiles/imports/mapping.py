@@ -29,7 +29,6 @@ class Plan:
     default_currency: str = ""
     default_channel: str = "web"
     phone_region: str | None = None
-    purposes: frozenset[str] = frozenset()
     now: pd.Timestamp = field(default_factory=now_utc)
 
     def header_of(self, target: str) -> str | None:
@@ -99,8 +98,7 @@ def options_check(options: dict) -> list[str]:
     return problems
 
 
-def plan_build(*, kind: str, headers: list[str], columns: dict[str, str], options: dict,
-               purposes: frozenset[str] = frozenset()) -> Plan:
+def plan_build(*, kind: str, headers: list[str], columns: dict[str, str], options: dict) -> Plan:
     """A checked Plan, or MappingError listing every problem."""
     problems = mapping_check(kind=kind, headers=headers, columns=columns) + options_check(options)
     if problems:
@@ -113,7 +111,6 @@ def plan_build(*, kind: str, headers: list[str], columns: dict[str, str], option
         date_format=options.get("date_format", "iso"), decimal_comma=bool(options.get("decimal_comma", False)),
         label_maps=label_maps, default_currency=(options.get("default_currency") or "").upper(),
         default_channel=options.get("default_channel") or "web", phone_region=options.get("phone_region") or None,
-        purposes=purposes,
     )
 
 

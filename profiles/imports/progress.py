@@ -15,7 +15,7 @@ from django.db import connections
 # Phases after the file has been read, in order; the progress bar spends its last 20 % on them.
 READING = "reading"
 LOAD_PHASES = ["checking duplicates", "matching identities", "creating profiles", "updating traits",
-               "loading transactions", "finishing"]
+               "loading transactions", "recording consent", "finishing"]
 PHASE_LABELS = {READING: "Reading, cleaning and validating rows", **{p: p.capitalize() for p in LOAD_PHASES}}
 
 

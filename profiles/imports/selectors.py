@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from profiles.imports import fields as F
 from profiles.imports.progress import PHASE_LABELS, percent, rate_and_eta
-from profiles.models import ImportJob, ImportMapping, ImportRowError, PendingConsent, PendingMerge
+from profiles.models import ImportJob, ImportMapping, ImportRowError, PendingMerge
 
 
 def import_jobs_visible_to(user):
@@ -79,6 +79,4 @@ def import_report(*, job: ImportJob, errors_shown: int = 50) -> dict:
         "error_count": ImportRowError.objects.filter(job=job).count(),
         "merges": list(PendingMerge.objects.filter(job=job).order_by("id")[:50]),
         "merge_count": PendingMerge.objects.filter(job=job).count(),
-        "consent_count": PendingConsent.objects.filter(job=job).count(),
-        "consents": list(PendingConsent.objects.filter(job=job).order_by("id")[:20]),
     }

@@ -134,15 +134,9 @@ def import_hints(*, job: ImportJob, columns: dict[str, str], sample: int = 2000)
 
 # --- mapping, preview, start ---------------------------------------------------------------------------
 
-def _purposes() -> frozenset[str]:
-    from consent.models import Purpose
-
-    return frozenset(Purpose.objects.filter(is_active=True).values_list("key", flat=True))
-
-
 def import_plan(*, job: ImportJob, columns: dict[str, str] | None = None, options: dict | None = None) -> Plan:
     return plan_build(kind=job.kind, headers=job.headers, columns=job.columns if columns is None else columns,
-                      options=job.options if options is None else options, purposes=_purposes())
+                      options=job.options if options is None else options)
 
 
 @transaction.atomic
@@ -192,7 +186,7 @@ def import_preview(*, job: ImportJob, columns: dict[str, str], options: dict, ro
     """The first `rows` rows after mapping and cleaning, with each row's problems."""
     plan = import_plan(job=job, columns=columns, options=options)
     chunk = sample_rows(Path(job.file_path), file_info(job), rows=rows)
-    prepared = chunk_prepare(chunk, plan)
+    prepared = chunk_prepare(chunk, plan, consent_check=True)
     targets = list(plan.columns.values())
     labels = [F.field_label(job.kind, t) for t in targets]
     problems: dict[int, list[str]] = {}
@@ -295,6 +289,9 @@ def import_cancel(*, job: ImportJob, user) -> ImportJob:
 
 def import_execute(*, job_id: int, on_progress: Callable[[Snapshot], None] | None = None) -> ImportJob | None:
     """Run a queued import to the end in one transaction; None if another worker has it."""
+    if not connection.in_atomic_block:
+        # A fresh session: temp_buffers can only be raised before a session's first temp table.
+        connection.close()
     now = timezone.now()
     claimed = ImportJob.objects.filter(pk=job_id, status=Status.QUEUED, cancel_requested=False).update(
         status=Status.RUNNING, started_at=now, heartbeat_at=now, phase=READING, rows_done=0)
@@ -378,6 +375,7 @@ def _import_file(job: ImportJob, reporter: ProgressReporter) -> dict:
     with connection.cursor() as django_cursor:
         cursor = django_cursor.cursor
         cursor.execute("SET LOCAL client_connection_check_interval = '2s'")
+        loading.session_prepare(cursor)
         if "email_sha256" in plan.targets:
             email_digests_backfill(cursor)
         errors = _ErrorWriter(job.id)
@@ -398,7 +396,7 @@ def _import_file(job: ImportJob, reporter: ProgressReporter) -> dict:
         stager.close()
         reporter.update(rows_done=rows_done, rows_total=rows_done, force=True)
         result, report = loading.load(cursor, plan, job_id=job.id, source_id=job.source_id,
-                                      authoritative=job.source.is_authoritative,
+                                      authoritative=job.source.is_authoritative, actor=job.created_by,
                                       on_phase=lambda phase: reporter.update(phase=phase))
         errors.add(report)
         errors.flush(cursor)
@@ -410,12 +408,12 @@ def _import_file(job: ImportJob, reporter: ProgressReporter) -> dict:
             "rows_rejected": len(errors.rows) - duplicates, "rows_duplicate": duplicates,
             "profiles_matched": result.profiles_matched, "profiles_created": result.profiles_created,
             "transactions_created": result.transactions_created, "merges_requested": result.merge_pairs,
-            "consents_pending": result.consents}
+            "consents_recorded": result.consents}
 
 
 def _finish(job: ImportJob, counts: dict, began: float) -> None:
     """Mark success inside the import's transaction: the job says "succeeded" only if the data is in."""
-    fields = {k: v for k, v in counts.items() if k not in ("merges_requested", "consents_pending")}
+    fields = {k: v for k, v in counts.items() if k != "merges_requested"}
     ImportJob.objects.filter(pk=job.pk).update(status=Status.SUCCEEDED, finished_at=timezone.now(), phase="",
                                                rows_done=counts["rows_total"], heartbeat_at=timezone.now(),
                                                **fields)

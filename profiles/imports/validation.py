@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from consent.services.inputs import ImportConsentRow, consent_import_rows_check
 from profiles.imports import cleaning as C
 from profiles.imports import fields as F
 from profiles.imports.formats import Chunk
@@ -78,18 +79,19 @@ def _clean_column(target: str, raw: pd.Series, plan: Plan) -> tuple[C.Cleaned, p
         return C.clean_country(raw), None
     if kind == "bool":
         return C.clean_bool(raw), None
-    if kind == "purpose":
-        cleaned = C.clean_label(raw, plan.label_maps.get(target, {}), 60)
-        unknown = C.present(raw) & ~cleaned.values.isin(plan.purposes).to_numpy()
-        known = ", ".join(sorted(plan.purposes)) or "none configured"
-        return C.Cleaned(cleaned.values, unknown, f"unknown consent purpose (known: {known})"), None
+    if kind == "purpose":  # whether the purpose is known is the consent app's call (_check_consent)
+        return C.clean_label(raw, plan.label_maps.get(target, {}), 60), None
     if kind == "category":
         return C.clean_label(raw, plan.label_maps.get(target, {}), spec.max_length), None
     return C.clean_text(raw, spec.max_length), None
 
 
-def chunk_prepare(chunk: Chunk, plan: Plan) -> Prepared:
-    """Clean and validate a chunk; the frame keeps every non-blank row, `rejected` marks the bad ones."""
+def chunk_prepare(chunk: Chunk, plan: Plan, *, consent_check: bool = False) -> Prepared:
+    """Clean and validate a chunk; the frame keeps every non-blank row, `rejected` marks the bad ones.
+
+    `consent_check` also applies the consent ledger's rules to consent columns (the preview). It
+    reads the database, so an import, whose COPY holds the connection while chunks are prepared,
+    checks them set-based after staging instead (consents.consent_rows_reject)."""
     raw = chunk.frame
     trimmed = {header: C.trim(raw[header]) for header in plan.columns}
     if trimmed:
@@ -110,6 +112,8 @@ def chunk_prepare(chunk: Chunk, plan: Plan) -> Prepared:
             symbol_currency = currency
     frame = pd.DataFrame(out)
     _check_meaning(frame, trimmed, plan, errors, symbol_currency)
+    if consent_check and {"consent_purpose", "consent_granted"} <= set(frame):
+        _check_consent(frame, trimmed, plan, errors)
     bad_lines = [(row, "", "", f"malformed CSV line: {reason}") for row, reason in chunk.bad_lines]
     return Prepared(frame, errors.rejected.copy(), errors.frame(bad_lines), blank_rows)
 
@@ -164,6 +168,39 @@ def _check_meaning(frame, trimmed, plan: Plan, errors: _Errors, symbol_currency)
         for target in ("consent_purpose", "consent_granted", "consent_date"):
             errors.add(stated & _missing(frame, target) & ~errors.rejected, header(target) or "",
                        "", f"missing {F.field_label(kind, target).lower()} (consent needs purpose, granted and date)")
+
+
+# Which column a consent input error code (consent.services.inputs) is about.
+CONSENT_ERROR_FIELD = {"unknown_purpose": "consent_purpose", "invalid_granted": "consent_granted",
+                        "invalid_date": "consent_date", "future_date": "consent_date"}
+
+
+def _check_consent(frame, trimmed, plan: Plan, errors: _Errors) -> None:
+    """The consent ledger's own checks of purpose, granted and date, so a statement it would
+    refuse rejects its row before anything of the row loads. They do not depend on who the row
+    names, so each distinct (purpose, granted, date) is checked once."""
+    stated = ~_missing(frame, "consent_purpose") & ~errors.rejected
+    if not stated.any() or "consent_date" not in frame:  # without a date the row was rejected already
+        return
+    statements = pd.DataFrame({
+        "purpose": frame["consent_purpose"].astype(str),
+        "granted": frame["consent_granted"].map({"t": "true", "f": "false"}).fillna(""),
+        "date": frame["consent_date"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").fillna(""),
+    })[stated]
+    distinct = statements.drop_duplicates().reset_index(drop=True)
+    checked = consent_import_rows_check(rows=[
+        ImportConsentRow(position, "", "", purpose, granted, date)
+        for position, (purpose, granted, date) in enumerate(distinct.itertuples(index=False, name=None))])
+    if not checked:
+        return
+    verdicts = distinct.iloc[[e.row_number for e in checked]].assign(
+        code=[e.code for e in checked], message=[e.message for e in checked])
+    judged = statements.reset_index().merge(verdicts, on=["purpose", "granted", "date"], how="left")
+    for (code, message), group in judged.dropna(subset=["code"]).groupby(["code", "message"]):
+        header = plan.header_of(CONSENT_ERROR_FIELD.get(code, "consent_purpose")) or ""
+        mask = np.zeros(len(frame), dtype=bool)
+        mask[group["index"].to_numpy()] = True
+        errors.add(mask, header, trimmed.get(header, ""), f"consent: {message}")
 
 
 def _check_transaction(frame, trimmed, plan: Plan, errors: _Errors, symbol_currency) -> None:
