@@ -25,8 +25,10 @@ from uuid import UUID
 from django.db import connection
 from psycopg import sql
 
+from consent.enforcement import consent_condition
 from segments.evaluation import fields as F
 from segments.evaluation.definition import DefinitionError, parse_datetime
+from segments.purposes import named
 
 WEEKDAY_NUMBERS = {name: index + 1 for index, name in enumerate(F.WEEKDAYS)}  # ISO: Monday = 1
 
@@ -492,9 +494,11 @@ def compile_segment(c: Compiler, node: dict, positive: bool) -> sql.Composable:
 
 
 def compile_consent(c: Compiler, node: dict, positive: bool) -> sql.Composable:
-    """Filled in by the consent integration: `p.id IN (<profiles with current consent for the
-    purpose>)`. Validation refuses consent conditions until then (definition.CONSENT_AVAILABLE)."""
-    raise DefinitionError([{"path": "consent", "message": "consent conditions are not available yet"}])
+    # Index: profile_consent_purpose_idx (purpose_id, profile_id) WHERE granted, one probe per
+    # profile. consent.enforcement writes the condition (an unknown or inactive purpose compiles
+    # to FALSE: fail closed); its positional parameters become the compiler's named ones.
+    condition = consent_condition(profile_column=sql.Identifier("p", "id"), purposes=[node["purpose"]])
+    return named(condition, placeholder=c.param)
 
 
 NODE_COMPILERS: dict[str, Callable[[Compiler, dict, bool], sql.Composable | Part]] = {
