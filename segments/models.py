@@ -40,6 +40,10 @@ class Segment(models.Model):
     schedule_minutes = models.PositiveIntegerField(null=True, blank=True)
     next_run_at = models.DateTimeField(null=True, blank=True)
     is_realtime = models.BooleanField(default=True, help_text="Re-evaluate profiles as their data changes")
+    # Purposes (consent.Purpose keys) every member must have granted to appear in this segment's
+    # exports, webhooks and lookups; checked at read time, so membership stays true to the rules.
+    required_purposes = ArrayField(models.CharField(max_length=60), default=list, blank=True,
+                                   help_text="Consent purposes exports, webhooks and lookups require")
     exposed_sources = models.ManyToManyField("profiles.Source", blank=True, related_name="exposed_segments",
                                              help_text="Sources whose read key may see this segment in lookups")
     # What the definition reads, so real-time evaluation only runs the segments a change can affect.
@@ -228,11 +232,13 @@ class WebhookDelivery(models.Model):
         DELIVERED = "delivered"
         FAILED = "failed", "Failed (gave up)"
         REFUSED = "refused", "Refused (address not allowed)"
+        CANCELLED = "cancelled", "Cancelled (consent withdrawn)"
 
     segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="deliveries")
     event = models.CharField(max_length=7, help_text="entered or exited")
     payload = models.JSONField(help_text="segment key, event, profile ids and times; no personal fields")
     profile_count = models.IntegerField(default=0)
+    withheld_count = models.IntegerField(default=0, help_text="Profiles taken out: a required purpose was withdrawn")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     attempts = models.IntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)

@@ -31,6 +31,8 @@ def shop(users):
     w.identity(anna, "user_id", "u1")
     w.identity(anna, "email", "Anna@Example.com")
     w.identity(ben, "anonymous_id", "anon-2")
+    for person in (anna, ben):  # lookups answer only for people who granted personalization
+        w.consent(person, personalization=True)
     other_source = Source.objects.create(name="Partner")
     made = {}
     for key, root, sources in (
@@ -152,6 +154,7 @@ def test_archived_and_unexposed_segments_are_never_returned(client, shop, users)
 
 def test_identifiers_of_an_absorbed_profile_answer_for_the_survivor(client, shop):
     survivor = shop["world"].profile(country="FR")
+    shop["world"].consent(survivor, personalization=True)
     Profile.objects.filter(pk=shop["ben"]).update(merged_into=survivor)
     Profile.objects.filter(pk=survivor).update(country="DE")
     realtime_evaluate(profile_ids=[shop["ben"], survivor], trait_names=["country"])

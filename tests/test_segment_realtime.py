@@ -147,6 +147,7 @@ def test_a_real_worker_applies_profiles_changed_and_the_lookup_shows_it(transact
     w = World(now=timezone.now())
     anna = w.profile()
     w.identity(anna, "anonymous_id", "anon-anna")
+    w.consent(anna, personalization=True)
     viewers = make(users["alice"], "viewers", VIEWED_TWICE, exposed_source_ids=[w.source.pk])
     _, read_key = apikeys.source_key_create(source=w.source, kind=SourceKey.Kind.READ)
     lookup = lambda: client.get("/v1/segments", {"anonymous_id": "anon-anna"},  # noqa: E731

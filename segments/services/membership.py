@@ -11,7 +11,9 @@ from uuid import UUID
 from django.db import transaction
 from psycopg import sql
 
+from consent.enforcement import consent_condition
 from segments.models import MembershipChange, Segment
+from segments.purposes import named
 
 # pg_advisory_xact_lock(bigint) keys: this namespace in the high bits, the segment id below.
 _LOCK_NAMESPACE = 0x5E6
@@ -178,24 +180,34 @@ def remove_everywhere(cursor, *, profile_ids: list[UUID], now: datetime, cause: 
 
 def _webhooks_queue(cursor, *, segment: Segment, now: datetime, version: int) -> None:
     """One pending delivery per event kind and batch of 500 profiles, built from this change's
-    history rows in SQL (index: membershipchange_seg_at_idx (segment_id, at))."""
+    history rows in SQL (index: membershipchange_seg_at_idx (segment_id, at)); people without a
+    purpose the segment requires are left out (consent.enforcement, fail closed)."""
     if not segment.webhook_url:
         return
     kinds = [kind for kind, wanted in (("entered", segment.webhook_on_enter), ("exited", segment.webhook_on_exit))
              if wanted]
     if not kinds:
         return
-    cursor.execute(
-        "INSERT INTO segments_webhookdelivery (segment_id, event, payload, profile_count, status, attempts, "
-        "next_attempt_at, last_error, created_at) "
+    params = {"segment": segment.pk, "key": segment.key, "definition_version": segment.definition_version,
+              "now": now, "batch": WEBHOOK_BATCH, "version": version, "kinds": kinds}
+
+    def bind(value) -> sql.Placeholder:
+        name = f"consent{len(params)}"
+        params[name] = value
+        return sql.Placeholder(name)
+
+    allowed = named(consent_condition(profile_column=sql.Identifier("c", "profile_id"),
+                                      purposes=segment.required_purposes), placeholder=bind)
+    cursor.execute(sql.SQL(
+        "INSERT INTO segments_webhookdelivery (segment_id, event, payload, profile_count, withheld_count, status, "
+        "attempts, next_attempt_at, last_error, created_at) "
         "SELECT %(segment)s, kind, jsonb_build_object('segment', %(key)s, 'event', kind, 'definition_version', "
         "%(definition_version)s, 'profiles', jsonb_agg(jsonb_build_object('profile_id', profile_id, 'at', at) "
-        "ORDER BY id)), count(*), 'pending', 0, %(now)s, '', %(now)s FROM (SELECT id, kind, profile_id, at, "
-        "(row_number() OVER (PARTITION BY kind ORDER BY id) - 1) / %(batch)s AS chunk FROM segments_membershipchange "
+        "ORDER BY id)), count(*), 0, 'pending', 0, %(now)s, '', %(now)s FROM (SELECT id, kind, profile_id, at, "
+        "(row_number() OVER (PARTITION BY kind ORDER BY id) - 1) / %(batch)s AS chunk FROM segments_membershipchange c "
         "WHERE segment_id = %(segment)s AND at = %(now)s AND membership_version = %(version)s "
-        "AND kind = ANY(%(kinds)s)) x GROUP BY kind, chunk",
-        {"segment": segment.pk, "key": segment.key, "definition_version": segment.definition_version, "now": now,
-         "batch": WEBHOOK_BATCH, "version": version, "kinds": kinds})
+        "AND kind = ANY(%(kinds)s) AND {}) x GROUP BY kind, chunk").format(allowed).as_string(cursor.connection),
+        params)
     if cursor.rowcount:
         from segments.tasks import webhooks_deliver_due_task
 
