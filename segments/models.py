@@ -140,13 +140,15 @@ class SegmentRun(models.Model):
 class Membership(models.Model):
     """A profile in a segment for a range of membership versions (see module docstring)."""
 
-    # Both foreign keys are covered by the indexes below; no extra single-column indexes. Only
-    # the profile key is a database constraint (so wiping profiles cascades here): a per-row
-    # check of the segment key on every entering row was measured to cost about as much as
-    # writing the rows, and only the services write these rows.
+    # Both foreign keys are covered by the indexes below; no extra single-column indexes. Neither
+    # is a database constraint: a per-row check on every entering row (a lookup and a row lock
+    # on the referenced row, at commit) was measured to cost about as much as writing the rows,
+    # and only the services write these rows. Wipes name this table (pii.WIPED_WITH_PROFILES);
+    # erasure deletes by profile through the PII registry; ORM deletes still cascade.
     segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="+", db_index=False,
                                 db_constraint=False)
-    profile = models.ForeignKey("profiles.Profile", on_delete=models.CASCADE, related_name="+", db_index=False)
+    profile = models.ForeignKey("profiles.Profile", on_delete=models.CASCADE, related_name="+", db_index=False,
+                                db_constraint=False)
     version_from = models.BigIntegerField()
     version_to = models.BigIntegerField(null=True, blank=True)
     entered_at = models.DateTimeField()

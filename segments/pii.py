@@ -14,6 +14,6 @@ NO_PII = [
     NoPii("segments.Segment", "definitions, schedules and settings"),
     NoPii("segments.SegmentRun", "run log: counts and durations"),
 ]
-# History and timers point at profiles without a foreign key (per-row checks cost as much as the
-# writes), so a wipe of all profiles must name them.
-WIPED_WITH_PROFILES = ["segments_membershipchange", "segments_timer"]
+# Memberships, history and timers point at profiles without a foreign key (per-row checks cost
+# as much as the writes), so a wipe of all profiles must name them.
+WIPED_WITH_PROFILES = ["segments_membership", "segments_membershipchange", "segments_timer"]

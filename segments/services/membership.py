@@ -79,7 +79,7 @@ def apply_full(cursor, *, segment: Segment, version: int, now: datetime, cause: 
         "WITH opened AS (INSERT INTO segments_membership (segment_id, profile_id, version_from, entered_at) "
         "SELECT %(segment)s, n.profile_id, %(version)s, %(now)s FROM segments_eval n WHERE n.is_member AND NOT EXISTS "
         "(SELECT 1 FROM segments_membership m WHERE m.segment_id = %(segment)s AND m.profile_id = n.profile_id "
-        "AND m.version_to IS NULL) RETURNING profile_id) "
+        "AND m.version_to IS NULL) ORDER BY n.profile_id RETURNING profile_id) "
         "INSERT INTO segments_membershipchange (segment_id, profile_id, kind, at, definition_version, "
         "membership_version, cause) SELECT %(segment)s, profile_id, 'entered', %(now)s, %(definition_version)s, "
         "%(version)s, %(cause)s FROM opened", params)
@@ -97,16 +97,24 @@ def apply_full(cursor, *, segment: Segment, version: int, now: datetime, cause: 
 
 
 def _timers_replace(cursor, *, segment_id: int, now: datetime) -> None:
-    """Make the segment's timers equal to the evaluation's next_change_at (writes only changes)."""
+    """Make the segment's timers equal to the evaluation's next_change_at, writing only the
+    differences. Set-based (anti-joins, a hash join): a per-row upsert (ON CONFLICT) measured at
+    twice the cost of a plain insert on a first run. The caller holds the segment's lock, so
+    nobody else writes this segment's timers meanwhile."""
     params = {"segment": segment_id, "now": now}
-    # Index: timer_segment_profile_uniq (segment_id, profile_id).
+    # Index: timer_segment_profile_uniq (segment_id, profile_id) for the segment's rows; hash
+    # joins against the temp table (nested loops are off, see apply_full).
     cursor.execute(
         "DELETE FROM segments_timer t WHERE t.segment_id = %(segment)s AND NOT EXISTS (SELECT 1 FROM segments_eval n "
         "WHERE n.profile_id = t.profile_id AND n.next_change_at > %(now)s)", params)
     cursor.execute(
-        "INSERT INTO segments_timer (segment_id, profile_id, due_at) SELECT %(segment)s, profile_id, next_change_at "
-        "FROM segments_eval WHERE next_change_at > %(now)s ON CONFLICT (segment_id, profile_id) "
-        "DO UPDATE SET due_at = EXCLUDED.due_at WHERE segments_timer.due_at IS DISTINCT FROM EXCLUDED.due_at", params)
+        "UPDATE segments_timer t SET due_at = n.next_change_at FROM segments_eval n WHERE t.segment_id = %(segment)s "
+        "AND n.profile_id = t.profile_id AND n.next_change_at > %(now)s AND t.due_at <> n.next_change_at", params)
+    # Sorted by profile: neighbouring keys land on the same index pages.
+    cursor.execute(
+        "INSERT INTO segments_timer (segment_id, profile_id, due_at) SELECT %(segment)s, n.profile_id, n.next_change_at "
+        "FROM segments_eval n WHERE n.next_change_at > %(now)s AND NOT EXISTS (SELECT 1 FROM segments_timer t "
+        "WHERE t.segment_id = %(segment)s AND t.profile_id = n.profile_id) ORDER BY n.profile_id", params)
 
 
 def apply_partial(cursor, *, segment: Segment, profile_ids: list[UUID], rows: list[tuple], now: datetime,
