@@ -1,14 +1,19 @@
 """Real-time membership: re-evaluate just the profiles that changed, and the timer sweep.
 
 Identity resolution calls `cdp.hooks.profiles_changed` after commit, which sends the task
-`segments.realtime_evaluate` with the profile ids and the event and trait names touched. Only
-segments that read one of those names (or depend on such a segment) are evaluated, with the
-same compiled query as the full recompute restricted to the ids. Absorbed profiles (merged
-away) leave every segment. The sweep re-evaluates profiles whose `next_change_at` has come, so
-answers that change by time alone flip within the sweep interval.
+`segments.realtime_evaluate` with the profile ids and the event and trait names touched. The
+task queues the change (`RealtimeChange` rows) and drains the queue: one drainer at a time
+(a session advisory lock) claims everything waiting and evaluates it as one batch, so under load
+many small changes become a few large batches — the fixed cost of a batch (a query and a few
+writes per affected segment) was measured at about 45 ms, the marginal cost about 0.35 ms per
+profile. Only segments that read one of the names (or depend on such a segment) are evaluated,
+with the same compiled query as the full recompute restricted to the ids. Absorbed profiles
+(merged away) leave every segment. The sweep re-evaluates profiles whose `next_change_at` has
+come, so answers that change by time alone flip within the sweep interval.
 """
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -25,6 +30,11 @@ logger = logging.getLogger(__name__)
 
 CHUNK = 1000  # profile ids per statement
 SWEEP_LIMIT = 2000
+DRAIN_BATCH = 2000  # queued changes claimed per batch
+LAG_SAMPLE = 20  # profiles whose latest event dates the batch's lag
+DRAIN_LEASE = timedelta(minutes=5)  # a claim older than this (its drainer died) is taken again
+# pg_try_advisory_lock (session) key: one drainer at a time; unique in this project.
+DRAIN_LOCK = 0x5E6_D7A1
 
 
 @dataclass
@@ -102,6 +112,9 @@ def evaluate_profiles(*, segment_id: int, profile_ids: list[uuid.UUID], now: dat
         cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [segment_lock_key(segment_id)])
         if not cursor.fetchone()[0]:
             return None
+        # Restricted statements are small: parallel workers would only add their start-up cost
+        # (measured 42 -> 20 ms for 150 profiles) and compete for the cores.
+        cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
         segment = Segment.objects.get(pk=segment_id)
         if not segment.is_active or segment.kind != Segment.Kind.RULES:
             cursor.execute("DELETE FROM segments_timer WHERE segment_id = %s AND profile_id = ANY(%s)",
@@ -164,8 +177,9 @@ def _record_lag(*, segment_ids: list[int], profile_ids: list[uuid.UUID], now: da
     """Freshness for the segment page: last event received -> membership updated, in ms."""
     with connection.cursor() as cursor:
         # Index: profiles_event_profile_name_ts (profile_id, ...); the day bound prunes partitions.
+        # A sample of the batch is enough for a freshness figure (all 500 of a batch cost 20 ms).
         cursor.execute("SELECT max(received_at) FROM profiles_event WHERE profile_id = ANY(%s) AND timestamp > %s",
-                       [profile_ids[:CHUNK], now - timedelta(days=1)])
+                       [profile_ids[:LAG_SAMPLE], now - timedelta(days=1)])
         received = cursor.fetchone()[0]
     if received is not None:
         lag_ms = max(0, int((timezone.now() - received).total_seconds() * 1000))
@@ -195,3 +209,83 @@ def timers_sweep(*, limit: int = SWEEP_LIMIT) -> int:
                 cursor.execute("DELETE FROM segments_timer WHERE segment_id = %s AND profile_id = ANY(%s) "
                                "AND due_at <= %s", [segment_id, ids, now])
     return handled
+
+
+# -- the queue of changes ----------------------------------------------------------------------
+
+def realtime_changes_queue(*, profile_ids, event_names=(), trait_names=()) -> int:
+    """Queue changed profiles for the drainer (one statement); returns how many were queued."""
+    ids = _uuids(profile_ids)
+    if ids:
+        with connection.cursor() as cursor:
+            cursor.execute("INSERT INTO segments_realtimechange (profile_id, event_names, trait_names, created_at) "
+                           "SELECT unnest(%s::uuid[]), %s::varchar[], %s::varchar[], now()",
+                           [ids, sorted(set(event_names)), sorted(set(trait_names))])
+    return len(ids)
+
+
+@dataclass
+class DrainedBatch:
+    profile_ids: list[str]
+    event_names: list[str]
+    trait_names: list[str]
+    result: RealtimeResult
+
+
+def _claim_batch(cursor) -> list[tuple]:
+    # The table holds seconds of changes: a scan in id order; SKIP LOCKED lets a second drainer
+    # (after a lease expired) take other rows.
+    cursor.execute(
+        "UPDATE segments_realtimechange SET claimed_at = now() WHERE id IN (SELECT id FROM segments_realtimechange "
+        "WHERE claimed_at IS NULL OR claimed_at < now() - %s ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) "
+        "RETURNING id, profile_id, event_names, trait_names", [DRAIN_LEASE, DRAIN_BATCH])
+    return cursor.fetchall()
+
+
+def _drain_once() -> DrainedBatch | None:
+    """Claim up to DRAIN_BATCH queued changes, evaluate them as one batch, delete them."""
+    with connection.cursor() as cursor:
+        rows = _claim_batch(cursor)
+    if not rows:
+        return None
+    # A change without names means "anything may have changed" (a merge): every segment.
+    everything = any(not events and not traits for _, _, events, traits in rows)
+    events = set() if everything else {name for row in rows for name in row[2]}
+    traits = set() if everything else {name for row in rows for name in row[3]}
+    ids = sorted({str(row[1]) for row in rows})
+    result = realtime_evaluate(profile_ids=ids, event_names=sorted(events), trait_names=sorted(traits))
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM segments_realtimechange WHERE id = ANY(%s)", [[row[0] for row in rows]])
+    return DrainedBatch(ids, sorted(events), sorted(traits), result)
+
+
+def _waiting(cursor) -> bool:
+    cursor.execute("SELECT EXISTS (SELECT 1 FROM segments_realtimechange WHERE claimed_at IS NULL "
+                   "OR claimed_at < now() - %s)", [DRAIN_LEASE])
+    return cursor.fetchone()[0]
+
+
+def realtime_drain(*, max_seconds: float = 10.0) -> tuple[list[DrainedBatch], bool]:
+    """Evaluate queued changes until none wait (or `max_seconds` pass) if no other drainer runs;
+    returns (the batches, whether changes still wait). A caller that finds the lock taken leaves
+    its changes to the running drainer, which looks again after letting go of the lock (the
+    changes were committed before the caller tried it)."""
+    deadline = time.monotonic() + max_seconds
+    batches: list[DrainedBatch] = []
+    with connection.cursor() as cursor:
+        while True:
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", [DRAIN_LOCK])
+            if not cursor.fetchone()[0]:
+                return batches, False
+            try:
+                while time.monotonic() < deadline:
+                    batch = _drain_once()
+                    if batch is None:
+                        break
+                    batches.append(batch)
+            finally:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [DRAIN_LOCK])
+            if time.monotonic() >= deadline:
+                return batches, _waiting(cursor)
+            if not _waiting(cursor):
+                return batches, False
