@@ -13,9 +13,9 @@ real-time evaluation it triggers) on Redis, the lookup cache in Redis.
   added_to_cart, checkout_started, page views) of random demo visitors on a fixed schedule
   adding up to `--rate` events/s. Every message carries `context.consent.categoryPreferences`
   ({"analytics": true, "personalization": true}) as analytics.js's consent wrapper sends it.
-- Probes: twice a second a demo visitor not yet in `probe_viewers` sends one probe_viewed event;
-  from the moment its POST answered 200 (accepted) a poller asks the lookup API every 20 ms
-  until `probe_viewers` is in the answer. That interval is the figure.
+- Probes: one at a time, at most twice a second, a demo visitor not yet in `probe_viewers` sends
+  one probe_viewed event; from the moment its POST answered 200 (accepted) a poller asks the
+  lookup API every 20 ms until `probe_viewers` is in the answer. That interval is the figure.
 - Raw limit in the same run: the same probes on the idle system (no background load) — the
   pipeline's floor on this machine (task hand-offs, resolution, evaluation, lookup), then the
   loaded run; the ratio loaded / idle is printed.
@@ -27,6 +27,7 @@ The load generator and the pollers share the 2 cores with the server, the worker
 """
 
 import argparse
+import base64
 import http.client
 import multiprocessing
 import os
@@ -91,12 +92,13 @@ def prepare(profiles: int) -> tuple[int, list[str]]:
     if not ready:
         _generate(profiles, source)
     with connection.cursor() as cursor:
-        # One anonymous id per demo visitor; probes pick among those not yet in the probe segment.
+        # One anonymous id per demo visitor; probes pick among visitors who never sent a probe
+        # event (earlier runs used some).
         cursor.execute(
             "SELECT DISTINCT ON (i.profile_id) i.value FROM profiles_identity i JOIN profiles_profile p "
             "ON p.id = i.profile_id WHERE i.kind = 'anonymous_id' AND p.merged_into_id IS NULL "
-            "AND NOT EXISTS (SELECT 1 FROM segments_membership m JOIN segments_segment s ON s.id = m.segment_id "
-            "WHERE s.key = %s AND m.profile_id = p.id) ORDER BY i.profile_id, i.id", [PROBE_SEGMENT])
+            "AND NOT EXISTS (SELECT 1 FROM profiles_event e WHERE e.name = 'probe_viewed' AND e.anonymous_id = i.value) "
+            "ORDER BY i.profile_id, i.id")
         visitors = [row[0] for row in cursor.fetchall()]
     return source.pk, visitors
 
@@ -161,7 +163,8 @@ def keys(source_id: int) -> tuple[str, str]:
 # -- processes -------------------------------------------------------------------------------------
 
 def environment(redis_url: str) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), REDIS_URL=redis_url, CDP_LOG_LEVEL="WARNING")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), REDIS_URL=redis_url,
+               CDP_LOG_LEVEL=os.environ.get("BENCH_WORKER_LOGLEVEL", "WARNING"))
     env.pop("CDP_BROKER_DIR", None)
     env.pop("CELERY_BROKER_URL", None)
     if not os.environ.get("BENCH_DATABASE_URL"):
@@ -176,26 +179,31 @@ class Processes:
     """gunicorn and a Celery worker, each in its own process group, stopped together."""
 
     def __init__(self, env: dict, workers: int, concurrency: int):
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="bench-e2e-", suffix=".log", delete=False)  # noqa: SIM115 - open while the children run
+        options = {"cwd": ROOT, "env": env, "start_new_session": True, "stdout": self.log, "stderr": subprocess.STDOUT}
         self.children = [
             subprocess.Popen([sys.executable, "-m", "gunicorn", "cdp.wsgi:application", "--bind", f"{HOST}:{PORT}",
-                              "--workers", str(workers), "--log-level", "warning"],
-                             cwd=ROOT, env=env, start_new_session=True),
+                              "--workers", str(workers), "--log-level", "warning"], **options),
             subprocess.Popen([sys.executable, "-m", "celery", "-A", "cdp", "worker", "--pool", "prefork",
                               "--concurrency", str(concurrency), "--without-gossip", "--without-mingle",
-                              "--without-heartbeat", "--loglevel", "WARNING", "--hostname", f"bench-e2e-{os.getpid()}@%h"],
-                             cwd=ROOT, env=env, start_new_session=True),
+                              "--without-heartbeat", "--loglevel", os.environ.get("BENCH_WORKER_LOGLEVEL", "WARNING"),
+                              "--hostname", f"bench-e2e-{os.getpid()}@%h"], **options),
         ]
+        say(f"  server and worker output: {self.log.name}")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
                 connection_ = http.client.HTTPConnection(HOST, PORT, timeout=2)
                 connection_.request("GET", "/v1/segments")
                 connection_.getresponse().read()
+                if any(child.poll() is not None for child in self.children):
+                    break
+                time.sleep(3)  # the worker's processes start too
                 return
             except OSError:
                 time.sleep(0.3)
         self.stop()
-        raise RuntimeError("gunicorn did not start")
+        raise RuntimeError(f"gunicorn or the worker did not start; see {self.log.name}")
 
     def stop(self) -> None:
         for child in self.children:
@@ -261,12 +269,13 @@ def sender(index: int, templates: list[bytes], auth: str, start: float, interval
     ok = failed = counter = 0
     latencies = []
     scheduled = start
+    run = int(start * 1000) % 16**6  # messageIds unique across runs: duplicates are stored once
     while not stop.is_set():
         delay = scheduled - time.time()
         if delay > 0:
             time.sleep(delay)
         counter += 1
-        body = templates[counter % len(templates)].replace(TOKEN, b"%04d%012d" % (index, counter))
+        body = templates[counter % len(templates)].replace(TOKEN, b"%06x%02d%08d" % (run, index, counter))
         began = time.time()
         try:
             status = post_batch(body, auth)
@@ -303,20 +312,87 @@ class Probes:
         with self.lock:
             self.timeouts += 1
 
-    def run(self, count: int, per_second: float) -> None:
-        threads = []
-        for _ in range(count):
-            thread = threading.Thread(target=self.one, args=(self.visitors.pop(),))
-            thread.start()
-            threads.append(thread)
-            time.sleep(1 / per_second)
-        for thread in threads:
-            thread.join()
+    def run(self, seconds: float, per_second: float) -> None:
+        """One probe at a time (so the pollers add at most 50 lookups/s whatever the latency), a
+        new one every 1 / `per_second` s or as soon as the previous one is visible."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and self.visitors:
+            began = time.monotonic()
+            self.one(self.visitors.pop())
+            time.sleep(max(0.0, began + 1 / per_second - time.monotonic()))
 
 
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000 if ordered else float("nan")
+
+
+class Watch(threading.Thread):
+    """Once a second: real-time changes waiting and task messages waiting in the broker."""
+
+    def __init__(self, redis_url: str):
+        super().__init__(daemon=True)
+        import psycopg
+        import redis
+
+        self.redis = redis.Redis.from_url(redis_url)
+        params = connection.get_connection_params()
+        self.db = psycopg.connect(**{key: value for key, value in params.items() if key != "cursor_factory"},
+                                  autocommit=True)
+        self.samples: list[tuple[int, int]] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(1.0):
+            waiting = self.db.execute("SELECT count(*) FROM segments_realtimechange").fetchone()[0]
+            self.samples.append((waiting, self.redis.llen("celery")))
+        self.db.close()
+
+    def summary(self) -> str:
+        if not self.samples:
+            return "no samples"
+        changes, messages = zip(*self.samples, strict=True)
+        return (f"changes waiting for real-time evaluation max {max(changes):,}, last {changes[-1]:,}; "
+                f"task messages in the broker max {max(messages):,}, last {messages[-1]:,}")
+
+
+class CpuMeter:
+    """CPU seconds used by each part of the system between `start()` and `stop()`."""
+
+    def __init__(self, processes: "Processes"):
+        import psutil
+
+        postmaster = next(p for p in psutil.process_iter(["cmdline"])
+                          if str(embedded.pgdata_path(settings.CDP_DATA_DIR)) in " ".join(p.info["cmdline"] or []))
+        self.groups = {"gunicorn": processes.children[0].pid, "celery worker": processes.children[1].pid,
+                       "postgres": postmaster.pid, "bench (senders, probes)": os.getpid()}
+
+    def _sample(self) -> dict[str, float]:
+        import psutil
+
+        totals = {}
+        for name, pid in self.groups.items():
+            seconds = 0.0
+            try:
+                root = psutil.Process(pid)
+                for process in [root, *root.children(recursive=True)]:
+                    try:
+                        times = process.cpu_times()
+                        seconds += times.user + times.system
+                    except psutil.NoSuchProcess:
+                        continue
+            except psutil.NoSuchProcess:
+                pass
+            totals[name] = seconds
+        return totals
+
+    def start(self) -> None:
+        self.began, self.first = time.monotonic(), self._sample()
+
+    def stop(self) -> str:
+        elapsed, last = time.monotonic() - self.began, self._sample()
+        parts = [f"{name} {(last[name] - self.first[name]) / elapsed:.2f}" for name in self.groups]
+        return "CPU cores used: " + ", ".join(parts) + f" (of 2; over {elapsed:.0f} s)"
 
 
 def backlog() -> tuple[int, int]:
@@ -344,7 +420,9 @@ def main() -> None:
     source_id, visitors = prepare(args.profiles)
     random.Random(3).shuffle(visitors)
     write, read = keys(source_id)
-    write_auth, read_auth = f"Bearer {write}", f"Bearer {read}"
+    # Segment's libraries send the write key as the HTTP Basic user name.
+    write_auth = "Basic " + base64.b64encode(f"{write}:".encode()).decode()
+    read_auth = f"Bearer {read}"
     probes_needed = args.idle_probes + 2 * args.seconds
     background_visitors, probe_visitors = visitors[probes_needed:], visitors[:probes_needed]
     processes = Processes(environment(redis_url), args.workers, args.concurrency)
@@ -370,7 +448,13 @@ def main() -> None:
             process.start()
         time.sleep(max(0.0, start + warmup - time.time()))
         unresolved_before, _ = backlog()
-        loaded.run(2 * args.seconds, 2.0)
+        watch = Watch(redis_url)
+        watch.start()
+        meter = CpuMeter(processes)
+        meter.start()
+        loaded.run(args.seconds, 2.0)
+        cpu = meter.stop()
+        watch.done.set()
         unresolved_after, received = backlog()
         stop.set()
         outcome = [results.get(timeout=60) for _ in senders]
@@ -390,6 +474,8 @@ def main() -> None:
         f"p99 {percentile(post_latencies, 0.99):.0f} ms")
     say(f"  unattached events at the start / end of the measured period: {unresolved_before:,} / "
         f"{unresolved_after:,} (of {received:,} received in the last 2 minutes)")
+    say(f"  during the measured period: {watch.summary()}")
+    say(f"  {cpu}")
     p95, idle_p95 = percentile(loaded.latencies, 0.95), percentile(idle.latencies, 0.95)
     say(f"  accepted -> visible in the lookup API, {len(loaded.latencies)} probes at {args.rate:,} events/s: "
         f"p50 {percentile(loaded.latencies, 0.5):.0f} ms, p95 {p95:.0f} ms, p99 {percentile(loaded.latencies, 0.99):.0f} ms, "
