@@ -364,27 +364,34 @@ class CpuMeter:
 
         postmaster = next(p for p in psutil.process_iter(["cmdline"])
                           if str(embedded.pgdata_path(settings.CDP_DATA_DIR)) in " ".join(p.info["cmdline"] or []))
+        self.own = "bench (senders, probes)"
         self.groups = {"gunicorn": processes.children[0].pid, "celery worker": processes.children[1].pid,
-                       "postgres": postmaster.pid, "bench (senders, probes)": os.getpid()}
+                       "postgres": postmaster.pid, self.own: os.getpid()}
 
     def _sample(self) -> dict[str, float]:
         import psutil
 
-        totals = {}
-        for name, pid in self.groups.items():
-            seconds = 0.0
+        def tree(pid: int) -> list:
             try:
                 root = psutil.Process(pid)
-                for process in [root, *root.children(recursive=True)]:
-                    try:
-                        times = process.cpu_times()
-                        seconds += times.user + times.system
-                    except psutil.NoSuchProcess:
-                        continue
+                return [root, *root.children(recursive=True)]
             except psutil.NoSuchProcess:
-                pass
-            totals[name] = seconds
-        return totals
+                return []
+
+        def seconds(processes) -> float:
+            total = 0.0
+            for process in processes:
+                try:  # children_*: processes that ended (and were waited for) count too
+                    times = process.cpu_times()
+                    total += times.user + times.system + times.children_user + times.children_system
+                except psutil.NoSuchProcess:
+                    continue
+            return total
+
+        trees = {name: tree(pid) for name, pid in self.groups.items()}
+        others = {process.pid for name, found in trees.items() if name != self.own for process in found}
+        trees[self.own] = [process for process in trees[self.own] if process.pid not in others]
+        return {name: seconds(found) for name, found in trees.items()}
 
     def start(self) -> None:
         self.began, self.first = time.monotonic(), self._sample()
