@@ -60,7 +60,7 @@ class TimerAdmin(_ReadOnly):
 
 @admin.register(RealtimeChange)
 class RealtimeChangeAdmin(_ReadOnly):
-    list_display = ("profile_id", "event_names", "trait_names", "created_at", "claimed_at")
+    list_display = ("profile_id", "event_names", "trait_names", "created_at")
 
 
 @admin.register(WebhookDelivery)

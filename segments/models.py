@@ -263,13 +263,12 @@ class RealtimeChange(models.Model):
     backlog turns into a few large batches instead of many small ones (segments.services.realtime)."""
 
     # No database constraint: rows live for seconds, and a profile deleted meanwhile evaluates
-    # to nothing. The claim query reads the whole (small) table in id order.
+    # to nothing. The drainer deletes rows in id order (the primary key) inside its batch.
     profile = models.ForeignKey("profiles.Profile", on_delete=models.CASCADE, related_name="+", db_index=False,
                                 db_constraint=False)
     event_names = ArrayField(models.CharField(max_length=200), default=list, blank=True)
     trait_names = ArrayField(models.CharField(max_length=100), default=list, blank=True)
     created_at = models.DateTimeField()
-    claimed_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self):
         return f"{self.profile_id} changed @ {self.created_at:%H:%M:%S}"

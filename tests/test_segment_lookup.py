@@ -170,7 +170,8 @@ def test_the_cache_answers_without_queries_and_follows_membership_changes(client
     with django_assert_num_queries(0):
         assert client.get(URL, {"anonymous_id": "anon-2"}, **auth).json() == {"segments": []}
     Profile.objects.filter(pk=shop["ben"]).update(country="DE")
-    realtime_evaluate(profile_ids=[shop["ben"]], trait_names=["country"])  # invalidates Ben's entries
+    with django_capture_on_commit_callbacks(execute=True):  # Ben's entries go once the change commits
+        realtime_evaluate(profile_ids=[shop["ben"]], trait_names=["country"])
     assert client.get(URL, {"anonymous_id": "anon-2"}, **auth).json() == {"segments": ["germans"]}
     # A configuration change retires every cached answer of the source at once.
     with django_capture_on_commit_callbacks(execute=True):

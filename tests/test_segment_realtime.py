@@ -141,6 +141,24 @@ def test_queued_changes_are_drained_as_one_batch_with_the_union_of_their_names(u
     assert members_of(germans) == {anna, ben, cleo}
 
 
+@pytest.mark.django_db
+def test_a_broken_segment_is_skipped_and_the_rest_of_the_batch_applies(users):
+    from segments.services.realtime import realtime_changes_queue, realtime_drain
+
+    w = World(now=timezone.now())
+    anna = w.profile(country="FR")
+    germans = make(users["alice"], "germans", GERMANS)
+    broken = make(users["alice"], "broken", GERMANS)
+    # A definition the services would refuse, written behind their back (a bad migration, say).
+    Segment.objects.filter(pk=broken.pk).update(definition=definition(
+        {"type": "segment", "operator": "in", "segment": "no_such_segment"}))
+    Profile.objects.filter(pk=anna).update(country="DE")
+    realtime_changes_queue(profile_ids=[anna], trait_names=["country"])
+    [batch], more = realtime_drain()
+    assert (batch.result.evaluated, batch.result.failed, more) == ([germans.pk], [broken.pk], False)
+    assert members_of(germans) == {anna}
+
+
 def test_a_second_drainer_leaves_its_changes_to_the_running_one(transactional_db, users):
     from segments.models import RealtimeChange
     from segments.services.realtime import DRAIN_LOCK, realtime_changes_queue, realtime_drain

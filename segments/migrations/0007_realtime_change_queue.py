@@ -20,7 +20,6 @@ class Migration(migrations.Migration):
                 ('event_names', django.contrib.postgres.fields.ArrayField(base_field=models.CharField(max_length=200), blank=True, default=list)),
                 ('trait_names', django.contrib.postgres.fields.ArrayField(base_field=models.CharField(max_length=100), blank=True, default=list)),
                 ('created_at', models.DateTimeField()),
-                ('claimed_at', models.DateTimeField(blank=True, null=True)),
                 ('profile', models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='profiles.profile')),
             ],
         ),
