@@ -151,11 +151,13 @@ def apply_partial(cursor, *, segment: Segment, profile_ids: list[UUID], rows: li
 def _timers_set(cursor, *, segment_id: int, profile_ids: list[UUID], rows: list[tuple], now: datetime) -> None:
     due = [(row[0], row[2]) for row in rows if row[2] is not None and row[2] > now]
     due_ids = {profile_id for profile_id, _ in due}
-    # One round trip: drop the timers of profiles without a moment ahead, upsert the others.
+    # One round trip: drop the timers of profiles without a moment ahead, upsert the others
+    # (rows whose moment did not move are left alone: no new row version, no index writes).
     cursor.execute(
         "WITH gone AS (DELETE FROM segments_timer WHERE segment_id = %s AND profile_id = ANY(%s::uuid[])) "
         "INSERT INTO segments_timer (segment_id, profile_id, due_at) SELECT %s, unnest(%s::uuid[]), "
-        "unnest(%s::timestamptz[]) ON CONFLICT (segment_id, profile_id) DO UPDATE SET due_at = EXCLUDED.due_at",
+        "unnest(%s::timestamptz[]) ON CONFLICT (segment_id, profile_id) DO UPDATE SET due_at = EXCLUDED.due_at "
+        "WHERE segments_timer.due_at <> EXCLUDED.due_at",
         [segment_id, [pid for pid in profile_ids if pid not in due_ids], segment_id, [d[0] for d in due],
          [d[1] for d in due]])
 
