@@ -19,6 +19,7 @@ import threading
 import time
 
 import orjson
+import psycopg
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
@@ -100,9 +101,29 @@ def _query_text(template: str) -> tuple[str, tuple]:
     return _memo["texts"][template], _memo["params"]
 
 
+class _PreparedCursor(psycopg.Cursor):
+    """Server-side parameters, statement prepared on first use: planning the lookup (five
+    consent sub-plans) was measured at 1.5 ms against 0.2 ms to execute it, and Django's
+    cursors bind on the client and plan every time."""
+
+    def execute(self, query, params=None, *, prepare=None, binary=None):
+        return super().execute(query, params, prepare=True, binary=binary)
+
+
+def _lookup_cursor():
+    """A prepared-statement cursor, wrapped like Django's own (query logging and counting)."""
+    connection.ensure_connection()
+    raw = connection.connection
+    if raw.prepare_threshold is None:
+        # Django turns psycopg's statement preparation off for the whole connection; its own
+        # cursors bind on the client and never prepare, so allowing it changes only this cursor.
+        raw.prepare_threshold = 1_000_000
+    return connection._prepare_cursor(_PreparedCursor(raw))
+
+
 def _query(pairs: list[tuple[str, bytes]], source_id: int) -> dict[tuple[str, bytes], list[str]]:
     found: dict[tuple[str, bytes], list[str]] = {pair: [] for pair in pairs}
-    with connection.cursor() as cursor:
+    with _lookup_cursor() as cursor:
         if len(pairs) == 1:
             (kind, digest), = pairs
             text, params = _query_text(_ONE)
