@@ -2,8 +2,9 @@
 segment visible in the lookup API, at a steady 1,000 events/s (target: p95 under 1 s).
 
 The whole system runs as in production: gunicorn (4 sync workers) serving `POST /v1/batch` and
-`GET /v1/segments`, one real Celery worker (prefork, 2 processes: identity resolution, then the
-real-time evaluation it triggers) on Redis, the lookup cache in Redis.
+`GET /v1/segments`, one real Celery worker (prefork, `--concurrency` processes, 4 by default:
+the tasks wait on PostgreSQL much of the time; identity resolution, then the real-time
+evaluation it triggers) on Redis, the lookup cache in Redis.
 
 - Data (database `cdp_bench_realtime_e2e`, reused while it matches): the demo shop
   (`--profiles`, 90 days), the seven template segments plus `probe_viewers` ("did probe_viewed
@@ -441,7 +442,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=60, help="measured period under load")
     parser.add_argument("--senders", type=int, default=2)
     parser.add_argument("--workers", type=int, default=4, help="gunicorn sync workers")
-    parser.add_argument("--concurrency", type=int, default=2, help="Celery worker processes")
+    parser.add_argument("--concurrency", type=int, default=4,
+                        help="Celery worker processes (the tasks wait on PostgreSQL much of the time)")
     parser.add_argument("--idle-probes", type=int, default=20)
     args = parser.parse_args()
     redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/5")
