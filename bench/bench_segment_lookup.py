@@ -4,8 +4,9 @@ constant, both served by the same gunicorn (same workers, same middleware) in th
 Targets: the lookup's maximum throughput is at least 65 % of the bare view's, and its p99 latency
 is under 10 ms at a steady 500 requests/s.
 
-- Data: 100,000 profiles with anonymous ids, 6 segments exposed to the bench source, in the
-  database `cdp_bench_lookup` on the embedded server (or BENCH_DATABASE_URL).
+- Data: 100,000 profiles with anonymous ids, all of them with personalization granted (lookups
+  answer only for those), 6 segments exposed to the bench source, in the database
+  `cdp_bench_lookup` on the embedded server (or BENCH_DATABASE_URL).
 - Server: gunicorn, 4 sync workers (as PERF-NOTES), with Redis as the cache when it answers on
   BENCH_REDIS_URL (default redis://127.0.0.1:6379/6), which is the production configuration;
   the uncached path (CDP_SEGMENT_LOOKUP_CACHE_SECONDS=0) is measured too, for information.
@@ -82,6 +83,8 @@ def prepare(profiles: int) -> str:
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM profiles_identity WHERE kind = 'anonymous_id'")
         ready = cursor.fetchone()[0] == profiles and Segment.objects.filter(member_count__gt=0).count() == len(SEGMENTS)
+        cursor.execute("SELECT count(*) FROM consent_profileconsent WHERE granted")
+        ready = ready and cursor.fetchone()[0] == profiles
     if not ready:
         began = time.perf_counter()
         profiles_wipe()
@@ -104,6 +107,7 @@ def prepare(profiles: int) -> str:
                     copy.write_row((profile_id, "anonymous_id", identity_hash("anonymous_id", value), value, source.pk,
                                     "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z"))
             cursor.execute("ANALYZE")
+        _grant_personalization()
         for key, field, value in SEGMENTS:
             if field == "age":
                 root = {"type": "trait", "field": "age", "operator": "<", "value": 30}
@@ -117,6 +121,24 @@ def prepare(profiles: int) -> str:
         say(f"  data: {profiles:,} profiles, {len(SEGMENTS)} segments, {time.perf_counter() - began:.0f} s")
     SourceKey.objects.filter(source=source).delete()
     return apikeys.source_key_create(source=source, kind=SourceKey.Kind.READ)[1]
+
+
+def _grant_personalization() -> None:
+    """Every bench visitor has granted personalization: lookups answer only for them (one bulk
+    append to the consent ledger, hash chain and current-consent tables as in production)."""
+    from consent import reference
+    from consent.models import ConsentRecord
+    from consent.services import ledger
+    from consent.services.state import PROFILE_SUBJECT, profile_subject_hash
+    from profiles.models import Profile
+
+    purpose = reference.purpose_id("personalization")
+    records = [ledger.RecordInput(subject_kind=PROFILE_SUBJECT, subject_hash=profile_subject_hash(profile_id),
+                                  purpose_id=purpose, granted=True, source=ConsentRecord.Source.API,
+                                  method=ConsentRecord.Method.ACCEPT, link_profile_id=profile_id)
+               for profile_id in Profile.objects.values_list("id", flat=True)]
+    for start in range(0, len(records), 20_000):
+        ledger.ledger_append(records[start:start + 20_000])
 
 
 def server_environment(cache_seconds: int, redis_url: str | None) -> dict:

@@ -6,6 +6,8 @@ the next stage's task by name, if that task exists in this code base:
 - ingestion stored events            -> `events_ingested`   -> identity resolution
 - identity resolution changed people -> `profiles_changed`  -> segments' real-time evaluation
 - purchases attached or imported     -> `transactions_changed` -> computed traits (RFM, ...)
+- current consent of profiles changed -> `consent_changed`   -> segments (webhooks, lookup
+  cache, consent conditions)
 """
 
 from celery import current_app
@@ -14,6 +16,9 @@ from django.db import transaction
 REALTIME_TASK = "segments.realtime_evaluate"
 RESOLVE_TASK = "profiles.identity_resolve_pending"
 TRAITS_TASK = "profiles.computed_traits_refresh"
+# Called in-process (not a task): lookups must stop answering from the cache on the very next
+# request after a withdrawal commits.
+CONSENT_LISTENER = "segments.services.consent.consent_changed"
 
 
 _discovered = False
@@ -69,3 +74,20 @@ def transactions_changed(*, profile_ids) -> bool:
     if not ids:
         return False
     return _send_on_commit(TRAITS_TASK, {"profile_ids": ids})
+
+
+def consent_changed(*, profile_ids, purposes) -> bool:
+    """Current consent of these profiles changed for these purpose keys; call it inside the
+    transaction that changed it. Segments take withdrawn people out of queued webhook
+    deliveries in that transaction, invalidate their cached lookups right after commit (in this
+    process), and re-evaluate segments with a consent condition (a task, on commit)."""
+    ids = sorted({str(profile_id) for profile_id in profile_ids})
+    if not ids:
+        return False
+    from django.apps import apps
+    from django.utils.module_loading import import_string
+
+    if apps.is_installed("segments"):
+        import_string(CONSENT_LISTENER)(profile_ids=ids, purposes=sorted(set(purposes)))
+    profiles_changed(profile_ids=ids, trait_names=["consent"])
+    return True

@@ -144,6 +144,11 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery's Django fix-up closes the database connection before and after every task unless this
+# is set (then every 2 x N tasks): each task would pay a new PostgreSQL backend and a cold
+# catalog cache, which dominated the small, frequent resolution and real-time tasks. 0 = close
+# after every task.
+CELERY_DB_REUSE_MAX = env_int("CDP_CELERY_DB_REUSE_MAX", 100, minimum=0)
 CELERY_TASK_TIME_LIMIT = env_int("CDP_TASK_TIME_LIMIT", 3600, minimum=10)
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE_FILENAME = str(CDP_DATA_DIR / "celerybeat-schedule")

@@ -1,6 +1,14 @@
 from django.contrib import admin
 
-from segments.models import Membership, MembershipChange, Segment, SegmentRun, Timer, WebhookDelivery
+from segments.models import (
+    Membership,
+    MembershipChange,
+    RealtimeChange,
+    Segment,
+    SegmentRun,
+    Timer,
+    WebhookDelivery,
+)
 
 
 @admin.register(Segment)
@@ -50,8 +58,13 @@ class TimerAdmin(_ReadOnly):
     list_select_related = ("segment",)
 
 
+@admin.register(RealtimeChange)
+class RealtimeChangeAdmin(_ReadOnly):
+    list_display = ("profile_id", "event_names", "trait_names", "created_at")
+
+
 @admin.register(WebhookDelivery)
 class WebhookDeliveryAdmin(_ReadOnly):
-    list_display = ("segment", "event", "status", "attempts", "last_status_code", "created_at")
+    list_display = ("segment", "event", "status", "attempts", "withheld_count", "last_status_code", "created_at")
     list_filter = ("status", "event")
     list_select_related = ("segment",)

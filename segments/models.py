@@ -40,6 +40,10 @@ class Segment(models.Model):
     schedule_minutes = models.PositiveIntegerField(null=True, blank=True)
     next_run_at = models.DateTimeField(null=True, blank=True)
     is_realtime = models.BooleanField(default=True, help_text="Re-evaluate profiles as their data changes")
+    # Purposes (consent.Purpose keys) every member must have granted to appear in this segment's
+    # exports, webhooks and lookups; checked at read time, so membership stays true to the rules.
+    required_purposes = ArrayField(models.CharField(max_length=60), default=list, blank=True,
+                                   help_text="Consent purposes exports, webhooks and lookups require")
     exposed_sources = models.ManyToManyField("profiles.Source", blank=True, related_name="exposed_segments",
                                              help_text="Sources whose read key may see this segment in lookups")
     # What the definition reads, so real-time evaluation only runs the segments a change can affect.
@@ -136,13 +140,15 @@ class SegmentRun(models.Model):
 class Membership(models.Model):
     """A profile in a segment for a range of membership versions (see module docstring)."""
 
-    # Both foreign keys are covered by the indexes below; no extra single-column indexes. Only
-    # the profile key is a database constraint (so wiping profiles cascades here): a per-row
-    # check of the segment key on every entering row was measured to cost about as much as
-    # writing the rows, and only the services write these rows.
+    # Both foreign keys are covered by the indexes below; no extra single-column indexes. Neither
+    # is a database constraint: a per-row check on every entering row (a lookup and a row lock
+    # on the referenced row, at commit) was measured to cost about as much as writing the rows,
+    # and only the services write these rows. Wipes name this table (pii.WIPED_WITH_PROFILES);
+    # erasure deletes by profile through the PII registry; ORM deletes still cascade.
     segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="+", db_index=False,
                                 db_constraint=False)
-    profile = models.ForeignKey("profiles.Profile", on_delete=models.CASCADE, related_name="+", db_index=False)
+    profile = models.ForeignKey("profiles.Profile", on_delete=models.CASCADE, related_name="+", db_index=False,
+                                db_constraint=False)
     version_from = models.BigIntegerField()
     version_to = models.BigIntegerField(null=True, blank=True)
     entered_at = models.DateTimeField()
@@ -228,11 +234,13 @@ class WebhookDelivery(models.Model):
         DELIVERED = "delivered"
         FAILED = "failed", "Failed (gave up)"
         REFUSED = "refused", "Refused (address not allowed)"
+        CANCELLED = "cancelled", "Cancelled (consent withdrawn)"
 
     segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="deliveries")
     event = models.CharField(max_length=7, help_text="entered or exited")
     payload = models.JSONField(help_text="segment key, event, profile ids and times; no personal fields")
     profile_count = models.IntegerField(default=0)
+    withheld_count = models.IntegerField(default=0, help_text="Profiles taken out: a required purpose was withdrawn")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     attempts = models.IntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
@@ -247,3 +255,20 @@ class WebhookDelivery(models.Model):
 
     def __str__(self):
         return f"{self.event} webhook {self.id} of {self.segment_id} ({self.status})"
+
+
+class RealtimeChange(models.Model):
+    """A profile whose data changed, waiting for real-time evaluation (one row per profile and
+    change). Changes queue here and one drainer at a time evaluates everything waiting, so a
+    backlog turns into a few large batches instead of many small ones (segments.services.realtime)."""
+
+    # No database constraint: rows live for seconds, and a profile deleted meanwhile evaluates
+    # to nothing. The drainer deletes rows in id order (the primary key) inside its batch.
+    profile = models.ForeignKey("profiles.Profile", on_delete=models.CASCADE, related_name="+", db_index=False,
+                                db_constraint=False)
+    event_names = ArrayField(models.CharField(max_length=200), default=list, blank=True)
+    trait_names = ArrayField(models.CharField(max_length=100), default=list, blank=True)
+    created_at = models.DateTimeField()
+
+    def __str__(self):
+        return f"{self.profile_id} changed @ {self.created_at:%H:%M:%S}"

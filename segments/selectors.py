@@ -16,6 +16,7 @@ from profiles.models import Identity, Profile
 from segments.evaluation import fields as F
 from segments.evaluation import members_statement, sentence
 from segments.models import Membership, MembershipChange, Segment, SegmentRun, Timer, WebhookDelivery
+from segments.purposes import profiles_with_purposes
 from segments.services.definitions import definition_check
 
 CATALOG_SECONDS = 300
@@ -239,6 +240,14 @@ def segment_members(*, segment: Segment):
     return (Membership.objects.filter(segment=segment, version_to__isnull=True,
                                       version_from__lte=segment.membership_version)
             .select_related("profile").order_by("-entered_at", "profile_id"))
+
+
+def members_consented(*, memberships: list[Membership], purposes: list[str]) -> list[Membership]:
+    """The memberships whose person granted every purpose in `purposes` now (one query per purpose)."""
+    if not purposes:
+        return memberships
+    allowed = profiles_with_purposes(profile_ids=[m.profile_id for m in memberships], purposes=purposes)
+    return [m for m in memberships if m.profile_id in allowed]
 
 
 def profile_emails(*, profile_ids) -> dict:

@@ -25,6 +25,7 @@ from segments.errors import SegmentError
 from segments.evaluation import sentence
 from segments.masking import csv_safe
 from segments.models import Segment, WebhookDelivery
+from segments.purposes import purpose_choices
 from segments.services import definitions, static, webhooks
 from segments.services.recompute import segment_recompute_request
 
@@ -72,6 +73,8 @@ def _builder_context(request, segment: Segment | None, definition: dict | None, 
         "schedules": SCHEDULES,
         "sources": Source.objects.filter(is_active=True).order_by("name"),
         "exposed": set(segment.exposed_sources.values_list("id", flat=True)) if segment else set(),
+        "purposes": purpose_choices(),
+        "required_purposes": set(segment.required_purposes) if segment else set(),
     }
 
 
@@ -140,6 +143,7 @@ def segment_detail(request, key):
         .exclude(pk=segment.owner_id).distinct().order_by("username")[:200],
         "share_groups": Group.objects.order_by("name"),
         "exposed_sources": segment.exposed_sources.order_by("name"),
+        "required_purposes": [item for item in purpose_choices() if item["value"] in segment.required_purposes],
     }
     return render(request, "segments/segment_detail.html", context)
 
@@ -178,13 +182,15 @@ def segment_recompute(request, key):
 @login_required
 @permission_required("segments.browse", raise_exception=True)
 def segment_export(request, key):
-    """All members as CSV (streamed); personal fields masked per role; cells safe from formulas."""
+    """All members as CSV (streamed); personal fields masked per role; cells safe from formulas;
+    only people who granted every purpose the segment requires (read now, batch by batch)."""
     segment = _segment_for(request, key, "segments.export")
     user = request.user
     members = selectors.segment_members(segment=segment)
     masked = not user.has_perm("segments.view_personal_data")
     audit_record(actor=user, action="segment.exported", object_type="segment", object_id=segment.key,
-                 details={"rows": segment.member_count, "masked": masked})
+                 details={"rows": segment.member_count, "masked": masked,
+                          "required_purposes": segment.required_purposes})
 
     def lines():
         buffer = io.StringIO()
@@ -195,7 +201,8 @@ def segment_export(request, key):
             batch = list(members[offset:offset + EXPORT_BATCH])
             if not batch:
                 break
-            rows, _ = selectors.member_rows(memberships=batch, user=user)
+            rows, _ = selectors.member_rows(memberships=selectors.members_consented(
+                memberships=batch, purposes=segment.required_purposes), user=user)
             for row in rows:
                 writer.writerow([csv_safe(row[column]) for column in ("profile_id", "name", "email", "country", "city")]
                                 + [row["entered_at"].isoformat(),

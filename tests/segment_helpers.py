@@ -53,6 +53,13 @@ class World:
     def computed(self, profile_id, **fields) -> None:
         ComputedTraits.objects.create(profile_id=profile_id, **fields)
 
+    def consent(self, profile_id, **purposes: bool) -> None:
+        """Record the person's decisions (purpose key -> granted) through the consent services."""
+        from consent.services import inputs
+
+        inputs.consent_record(inputs.ConsentRequest(subject=inputs.subject_for_profile(profile_id),
+                                                    purposes=purposes))
+
     def identity(self, profile_id, kind: str, value: str) -> None:
         normalized = normalize(kind, value)
         Identity.objects.create(profile_id=profile_id, kind=kind, value_hash=identity_hash(kind, normalized),

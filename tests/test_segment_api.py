@@ -172,7 +172,8 @@ def test_export_is_masked_per_role_audited_and_safe_from_formulas(client, cast, 
     masked = {row[0]: row[1:5] for row in export("alice")[1:]}
     assert masked[str(evil)] == ["'=*** -***", "", "DE", "'+***"]
     assert sorted(AuditEntry.objects.filter(action="segment.exported").values_list("actor__username", "details")) == [
-        ("alice", {"rows": 2, "masked": True}), ("dan", {"rows": 2, "masked": False})]
+        ("alice", {"rows": 2, "masked": True, "required_purposes": []}),
+        ("dan", {"rows": 2, "masked": False, "required_purposes": []})]
 
 
 def test_crud_rules_keys_archive_and_restore(client, cast, owned):

@@ -95,3 +95,35 @@ def test_a_bad_key_shows_a_form_error_and_saves_nothing(page, live_server, users
     page.wait_for_selector("#error-key:not(:empty)")
     assert page.locator("#error-key").inner_text().startswith("The key must be 2-80 characters")
     assert Segment.objects.count() == 0
+
+
+def test_a_consent_condition_and_a_required_purpose_from_the_builder(page, live_server, users):
+    """The builder offers the purposes: a consent condition counts the people who granted it, and
+    a required purpose is saved with the segment and shown on its page."""
+    from consent.services import inputs
+    from profiles.models import Profile
+
+    shop_world()
+    people = list(Profile.objects.filter(country="DE").order_by("id").values_list("id", flat=True))[:3]
+    for person in people:
+        inputs.consent_record(inputs.ConsentRequest(subject=inputs.subject_for_profile(person),
+                                                    purposes={"email_marketing": True}))
+    browser_login(page, live_server, "alice")
+    page.goto(f"{live_server.url}/segments/new/")
+    page.wait_for_selector("body[data-builder-ready='true']")
+    page.get_by_label("Key").fill("mailable")
+    page.get_by_label("Name", exact=True).fill("Mailable")
+    page.get_by_label("Condition type", exact=True).select_option("consent")
+    page.get_by_role("button", name="Add condition").click()
+    page.wait_for_selector("select[aria-label='Consent purpose'] option[value='advertising']", state="attached")
+    page.get_by_label("Consent purpose").select_option("email_marketing")
+    wait_until(lambda: page.get_by_test_id("preview-size").inner_text() == "3", timeout=15)
+    assert page.get_by_test_id("preview-sentence").inner_text() == (
+        "People who match: has granted consent for “Email marketing” (email_marketing).")
+    page.get_by_test_id("required-purposes").get_by_label("Advertising").check()
+    page.get_by_test_id("save-segment").click()
+    page.wait_for_url(f"{live_server.url}/segments/mailable/")
+    segment = Segment.objects.get(key="mailable")
+    assert segment.definition == {"version": 1, "root": {"type": "consent", "purpose": "email_marketing"}}
+    assert (segment.required_purposes, segment.trait_names) == (["advertising"], ["consent"])
+    assert page.get_by_test_id("required-purposes").inner_text().startswith("Advertising — exports, webhooks")

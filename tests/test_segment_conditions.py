@@ -286,6 +286,11 @@ def test_restricted_evaluation_agrees_with_the_full_query():
     assert full == {p for i, p in enumerate(people) if i % 2 and i % 6 > 2}
     subset = people[::3]
     assert members(tree, profile_ids=subset) == full & set(subset)
+    # Restricted, the aggregates read only the ids whose profile row passes the country first
+    # (a second compilation); rows and timers are the full query's.
+    restricted = evaluation(tree, profile_ids=subset)
+    assert restricted == {key: value for key, value in evaluation(tree).items() if key in subset}
+    assert restricted and all(timer is not None for _, timer in restricted.values())
 
 
 def test_next_change_at_for_sliding_windows_and_days_since_last():

@@ -31,6 +31,8 @@ def shop(users):
     w.identity(anna, "user_id", "u1")
     w.identity(anna, "email", "Anna@Example.com")
     w.identity(ben, "anonymous_id", "anon-2")
+    for person in (anna, ben):  # lookups answer only for people who granted personalization
+        w.consent(person, personalization=True)
     other_source = Source.objects.create(name="Partner")
     made = {}
     for key, root, sources in (
@@ -152,6 +154,7 @@ def test_archived_and_unexposed_segments_are_never_returned(client, shop, users)
 
 def test_identifiers_of_an_absorbed_profile_answer_for_the_survivor(client, shop):
     survivor = shop["world"].profile(country="FR")
+    shop["world"].consent(survivor, personalization=True)
     Profile.objects.filter(pk=shop["ben"]).update(merged_into=survivor)
     Profile.objects.filter(pk=survivor).update(country="DE")
     realtime_evaluate(profile_ids=[shop["ben"], survivor], trait_names=["country"])
@@ -167,7 +170,8 @@ def test_the_cache_answers_without_queries_and_follows_membership_changes(client
     with django_assert_num_queries(0):
         assert client.get(URL, {"anonymous_id": "anon-2"}, **auth).json() == {"segments": []}
     Profile.objects.filter(pk=shop["ben"]).update(country="DE")
-    realtime_evaluate(profile_ids=[shop["ben"]], trait_names=["country"])  # invalidates Ben's entries
+    with django_capture_on_commit_callbacks(execute=True):  # Ben's entries go once the change commits
+        realtime_evaluate(profile_ids=[shop["ben"]], trait_names=["country"])
     assert client.get(URL, {"anonymous_id": "anon-2"}, **auth).json() == {"segments": ["germans"]}
     # A configuration change retires every cached answer of the source at once.
     with django_capture_on_commit_callbacks(execute=True):

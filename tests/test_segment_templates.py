@@ -89,6 +89,8 @@ def test_mobile_urban_after_work_browsers():
     w.events(lunch, "product_viewed", [td(hours=5), td(days=1, hours=5), td(days=2, hours=5)], context=BERLIN)
     assert Profile.objects.get(pk=countryside).city == rural_city
     assert members(preset_definition("mobile_urban_after_work")) == {fan}
+    everyone = list(Profile.objects.values_list("id", flat=True))
+    assert members(preset_definition("mobile_urban_after_work"), profile_ids=everyone) == {fan}
 
 
 def test_recently_viewed_product_x():

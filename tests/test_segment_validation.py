@@ -63,8 +63,10 @@ def test_limits_on_depth_nodes_lists_and_strings():
     mixed = {"type": "trait", "field": "traits.tier", "operator": "in", "value": ["gold", 3]}
     assert "one type" in errors_of(mixed)[0]["message"]
     assert errors_of({"type": "trait", "field": "age", "operator": ">", "value": "thirty"})[0]["message"] == "must be a number"
-    assert errors_of({"type": "consent", "purpose": "personalization"})[0]["message"].startswith(
-        "consent conditions are not available yet")
+    assert errors_of({"type": "consent", "purpose": "x'; DROP TABLE consent_purpose; --"}) == [
+        {"path": "root.purpose", "message": "must be a purpose key such as personalization"}]
+    assert errors_of({"type": "consent", "purpose": "personalization", "operator": "granted"})[0]["message"] == (
+        "unknown key(s) 'operator'; allowed: purpose")
 
 
 def test_sql_metacharacters_in_values_are_data_not_sql():

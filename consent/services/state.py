@@ -22,7 +22,8 @@ from uuid import UUID
 
 from django.db import connection, transaction
 
-from cdp import crypto
+from cdp import crypto, hooks
+from consent import reference
 from consent.models import ConsentRecord
 from consent.services import ledger
 
@@ -98,6 +99,7 @@ SET granted = EXCLUDED.granted, decided_at = EXCLUDED.decided_at, record_id = EX
     conflict = EXCLUDED.conflict, updated_at = EXCLUDED.updated_at
 WHERE (EXCLUDED.decided_at, EXCLUDED.record_id)
       > (consent_profileconsent.decided_at, consent_profileconsent.record_id)
+RETURNING profile_id, purpose_id
 """
 
 
@@ -108,6 +110,15 @@ def state_apply(*, first: int, last: int) -> None:
         cursor.execute(_SUBJECT_UPSERT, params)
         cursor.execute(_SUPPRESSION_LIFT, params)
         cursor.execute(_PROFILE_UPSERT, params)
+        _announce(cursor.fetchall())
+
+
+def _announce(changed: list[tuple]) -> None:
+    """Tell the later stages (segments) which profiles' current consent changed, for which purposes."""
+    if changed:
+        keys = reference.purpose_keys_by_id()
+        hooks.consent_changed(profile_ids={row[0] for row in changed},
+                              purposes={keys[row[1]] for row in changed if row[1] in keys})
 
 
 # -- linking subjects to profiles and folding their decisions ------------------------------------
@@ -217,10 +228,11 @@ def _profile_states_write(rows) -> None:
             "%s::bigint[], %s::boolean[]) "
             "ON CONFLICT (profile_id, purpose_id) DO UPDATE SET granted = EXCLUDED.granted, "
             "decided_at = EXCLUDED.decided_at, record_id = EXCLUDED.record_id, conflict = EXCLUDED.conflict, "
-            "updated_at = EXCLUDED.updated_at",
+            "updated_at = EXCLUDED.updated_at RETURNING profile_id, purpose_id",
             [[str(p) for p, _, _ in rows], [u for _, u, _ in rows], [s.granted for _, _, s in rows],
              [s.decided_at for _, _, s in rows], [s.record_id for _, _, s in rows],
              [s.conflict for _, _, s in rows]])
+        _announce(cursor.fetchall())
 
 
 def _conflicts_record(conflicts, *, reason: str, actor_id: int | None) -> list[FoldConflict]:

@@ -23,17 +23,15 @@ from cdp import apikeys
 from profiles.models import Source, SourceKey
 from segments.lookup import BULK_LIMIT, LOOKUP_KINDS, segment_keys_for, visitor_hash
 
-KEY_PARAMETERS = ("key", "read_key", "readkey", "api_key", "apikey", "write_key", "token", "access_token")
+KEY_PARAMETERS = frozenset(("key", "read_key", "readkey", "api_key", "apikey", "write_key", "token", "access_token"))
+NO_STORE = {"Cache-Control": "no-store"}
 MAX_BODY = 512 * 1024
 _origins: dict[int, tuple[float, frozenset]] = {}
 
 
 def _json(data, status: int = 200, origin_headers: dict | None = None) -> HttpResponse:
-    response = HttpResponse(orjson.dumps(data), content_type="application/json", status=status)
-    response["Cache-Control"] = "no-store"
-    for name, value in (origin_headers or {}).items():
-        response[name] = value
-    return response
+    headers = {"Cache-Control": "no-store", **origin_headers} if origin_headers else NO_STORE
+    return HttpResponse(orjson.dumps(data), content_type="application/json", status=status, headers=headers)
 
 
 def _error(code: str, message: str, status: int, headers: dict | None = None) -> HttpResponse:
@@ -72,7 +70,7 @@ def _cors_headers(request, source_id: int) -> dict:
 
 
 def _authenticate(request):
-    if any(name in request.GET for name in KEY_PARAMETERS):
+    if not KEY_PARAMETERS.isdisjoint(request.GET):
         return None, _error("key_in_url", "Send the read key in the Authorization header, never in the URL.", 400)
     raw = _raw_key(request)
     if not raw:

@@ -19,6 +19,8 @@ class SegmentInputSerializer(serializers.Serializer):
     webhook_url = serializers.CharField(required=False, allow_blank=True, max_length=500)
     webhook_on_enter = serializers.BooleanField(required=False)
     webhook_on_exit = serializers.BooleanField(required=False)
+    required_purposes = serializers.ListField(child=serializers.CharField(max_length=60), required=False,
+                                              max_length=10)
 
 
 class SegmentSerializer(serializers.ModelSerializer):
@@ -31,6 +33,7 @@ class SegmentSerializer(serializers.ModelSerializer):
         model = Segment
         fields = ["key", "name", "description", "kind", "definition", "definition_version", "sentence", "owner",
                   "is_active", "schedule_minutes", "schedule", "next_run_at", "is_realtime", "exposed_sources",
+                  "required_purposes",
                   "webhook_url", "webhook_on_enter", "webhook_on_exit", "member_count", "membership_version",
                   "status", "last_error", "consecutive_failures", "computed_at", "compute_duration_ms",
                   "realtime_evaluated_at", "realtime_lag_ms", "created_at", "updated_at"]
@@ -76,7 +79,7 @@ class RunSerializer(serializers.ModelSerializer):
 class DeliverySerializer(serializers.ModelSerializer):
     class Meta:
         model = WebhookDelivery
-        fields = ["id", "event", "profile_count", "status", "attempts", "next_attempt_at", "last_status_code",
+        fields = ["id", "event", "profile_count", "withheld_count", "status", "attempts", "next_attempt_at", "last_status_code",
                   "last_error", "created_at", "delivered_at"]
         read_only_fields = fields
 

@@ -14,6 +14,7 @@ from segments import presets, selectors
 from segments.api import serializers as s
 from segments.errors import SegmentError
 from segments.models import Segment
+from segments.purposes import purpose_choices
 from segments.services import definitions, static, webhooks
 from segments.services.recompute import segment_recompute_request
 
@@ -286,6 +287,12 @@ class SegmentViewSet(viewsets.GenericViewSet):
     @action(detail=False, methods=["get"], url_path="catalog/categories")
     def catalog_categories(self, request):
         return Response(selectors.catalog_categories())
+
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @action(detail=False, methods=["get"], url_path="catalog/purposes")
+    def catalog_purposes(self, request):
+        """Active consent purposes, for consent conditions and required purposes."""
+        return Response(purpose_choices())
 
     @extend_schema(responses=OpenApiTypes.OBJECT)
     @action(detail=False, methods=["get"], url_path="catalog/segments")

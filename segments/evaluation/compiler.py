@@ -25,8 +25,10 @@ from uuid import UUID
 from django.db import connection
 from psycopg import sql
 
+from consent.enforcement import consent_condition
 from segments.evaluation import fields as F
 from segments.evaluation.definition import DefinitionError, parse_datetime
+from segments.purposes import named
 
 WEEKDAY_NUMBERS = {name: index + 1 for index, name in enumerate(F.WEEKDAYS)}  # ISO: Monday = 1
 
@@ -46,12 +48,22 @@ class Part:
     # For an AND: children a profile must satisfy to be a member or to have a timer at all;
     # the evaluation query filters on them early (join reduction, filter push-down).
     required: list | None = None
+    # True when the expression reads only the profile row (`p`), no aggregate; for an AND, the
+    # required children that do (the real-time check narrows its ids with them first).
+    profile_only: bool = False
+    required_profile: list | None = None
 
 
 class Compiler:
     def __init__(self, *, now: datetime, profile_ids: list[UUID] | None = None,
-                 segment_ids: dict[str, int] | None = None):
+                 segment_ids: dict[str, int] | None = None, prefix: str = "p",
+                 candidates: sql.Composable | None = None):
+        """`candidates` (real-time check only): a condition on the profile row `p` that every
+        output row satisfies; aggregates then read only the ids that pass it. `prefix` names
+        the parameters, so a second compilation can use the first one's condition."""
         self.now = now
+        self.prefix = prefix
+        self.candidates = candidates
         self.params: dict[str, object] = {"now": now}
         self.restricted = profile_ids is not None
         if self.restricted:
@@ -60,11 +72,12 @@ class Compiler:
         self.joins: list[sql.Composable] = []
         self._leaf_timers: list[sql.Composable] = []
         self._leaf_may_become_true = True
+        self._leaf_profile_only = False
         self.uses_computed = False
 
     # -- helpers --------------------------------------------------------------------------------
     def param(self, value) -> sql.Placeholder:
-        name = f"p{len(self.params)}"
+        name = f"{self.prefix}{len(self.params)}"
         self.params[name] = value
         return sql.Placeholder(name)
 
@@ -73,10 +86,16 @@ class Compiler:
         return sql.Placeholder("now")
 
     def restrict(self, column: sql.Composable) -> sql.Composable:
-        """`AND <column> = ANY(ids)` in the real-time check, nothing in a full recompute."""
+        """`AND <column> = ANY(ids)` in the real-time check, nothing in a full recompute. With
+        `candidates`, only the ids whose profile row passes them (an InitPlan evaluated once, so
+        the per-profile indexes still serve the aggregate)."""
         if not self.restricted:
             return sql.SQL("")
-        return sql.SQL(" AND {} = ANY({})").format(column, sql.Placeholder("ids"))
+        if self.candidates is None:
+            return sql.SQL(" AND {} = ANY({})").format(column, sql.Placeholder("ids"))
+        # Index: profiles_profile_pkey for the ids, then the aggregate's per-profile index.
+        return sql.SQL(" AND {} = ANY(ARRAY(SELECT p.id FROM profiles_profile p WHERE p.id = ANY({}) "
+                       "AND p.merged_into_id IS NULL AND {}))").format(column, sql.Placeholder("ids"), self.candidates)
 
     def join(self, subquery: sql.Composable) -> sql.Identifier:
         """LEFT JOIN a per-profile aggregate (it must output `profile_id`); return its alias."""
@@ -92,15 +111,20 @@ class Compiler:
         return self.part(node, positive).predicate
 
     def part(self, node: dict, positive: bool = True) -> Part:
-        saved = self._leaf_timers, self._leaf_may_become_true
-        self._leaf_timers, self._leaf_may_become_true = [], True
+        saved = self._leaf_timers, self._leaf_may_become_true, self._leaf_profile_only
+        self._leaf_timers, self._leaf_may_become_true, self._leaf_profile_only = [], True, False
         try:
             result = NODE_COMPILERS[node["type"]](self, node, positive)
             if isinstance(result, Part):
                 return result
-            return Part(result, _least(self._leaf_timers), self._leaf_may_become_true or not self._leaf_timers)
+            return Part(result, _least(self._leaf_timers), self._leaf_may_become_true or not self._leaf_timers,
+                        profile_only=self._leaf_profile_only)
         finally:
-            self._leaf_timers, self._leaf_may_become_true = saved
+            self._leaf_timers, self._leaf_may_become_true, self._leaf_profile_only = saved
+
+    def profile_only(self) -> None:
+        """The leaf being compiled reads only the profile row."""
+        self._leaf_profile_only = True
 
     def only_turns_false(self) -> None:
         """The leaf being compiled can change by time only from true to false."""
@@ -258,9 +282,12 @@ def compile_group(c: Compiler, node: dict, positive: bool) -> Part:
     parts = [c.part(child, positive) for child in node["conditions"]]
     joiner = sql.SQL(" AND ") if is_and else sql.SQL(" OR ")
     predicate = sql.SQL("({})").format(joiner.join(part.predicate for part in parts))
-    required = [part.predicate for part in parts if part.timer is None or not part.may_become_true] if is_and else []
+    needed = [part for part in parts if part.timer is None or not part.may_become_true] if is_and else []
+    required = [part.predicate for part in needed]
+    required_profile = [part.predicate for part in needed if part.profile_only]
+    profile_only = all(part.profile_only for part in parts)
     if not any(part.timer is not None for part in parts):
-        return Part(predicate, required=required)
+        return Part(predicate, required=required, profile_only=profile_only, required_profile=required_profile)
     truth = [sql.SQL("coalesce({}, false)").format(part.predicate) for part in parts]
     timed = [(value, part.timer) for value, part in zip(truth, parts, strict=True) if part.timer is not None]
     # The side on which any single child's change flips the group: all true for AND, all false for OR.
@@ -277,18 +304,21 @@ def compile_group(c: Compiler, node: dict, positive: bool) -> Part:
     all_flip = sql.SQL("CASE WHEN {} THEN {} END").format(sql.SQL(" AND ").join(blocking), _greatest(moments))
     unanimous = sql.SQL(" AND ").join(truth) if is_and else sql.SQL("NOT ({})").format(sql.SQL(" OR ").join(truth))
     return Part(predicate, sql.SQL("(CASE WHEN {} THEN {} ELSE {} END)").format(unanimous, any_flip, all_flip),
-                may_become_true=any(part.may_become_true for part in parts) if is_and else True, required=required)
+                may_become_true=any(part.may_become_true for part in parts) if is_and else True, required=required,
+                profile_only=profile_only, required_profile=required_profile)
 
 
 def compile_not(c: Compiler, node: dict, positive: bool) -> Part:
     part = c.part(node["condition"], False)
-    return Part(sql.SQL("(NOT {})").format(part.predicate), part.timer)
+    return Part(sql.SQL("(NOT {})").format(part.predicate), part.timer, profile_only=part.profile_only)
 
 
 def compile_trait(c: Compiler, node: dict, positive: bool) -> sql.Composable:
     field = F.trait_field(node["field"])
     if field.table == "c":
         c.uses_computed = True
+    else:
+        c.profile_only()
     operator, value = node["operator"], node.get("value")
     column = sql.SQL("{}.{}").format(sql.Identifier(field.table), sql.Identifier(field.column))
     if field.type == F.JSON:
@@ -427,6 +457,7 @@ def compile_transaction(c: Compiler, node: dict, positive: bool) -> sql.Composab
 
 
 def compile_context(c: Compiler, node: dict, positive: bool) -> sql.Composable:
+    c.profile_only()
     operator, value = node["operator"], node["value"]
     if node["field"] == "city_size":
         wanted = {value} if operator in ("=", "!=") else set(value)
@@ -480,6 +511,7 @@ def compile_activity(c: Compiler, node: dict, positive: bool) -> sql.Composable:
 def compile_segment(c: Compiler, node: dict, positive: bool) -> sql.Composable:
     # Index: membership_open_uniq (segment_id, profile_id) partial; a hashed subplan, so it
     # stays one pass even under OR / NOT.
+    c.profile_only()
     segment_id = c.segment_ids.get(node["segment"])
     if segment_id is None:
         raise DefinitionError([{"path": "segment", "message": f"unknown segment {node['segment']!r}"}])
@@ -492,9 +524,12 @@ def compile_segment(c: Compiler, node: dict, positive: bool) -> sql.Composable:
 
 
 def compile_consent(c: Compiler, node: dict, positive: bool) -> sql.Composable:
-    """Filled in by the consent integration: `p.id IN (<profiles with current consent for the
-    purpose>)`. Validation refuses consent conditions until then (definition.CONSENT_AVAILABLE)."""
-    raise DefinitionError([{"path": "consent", "message": "consent conditions are not available yet"}])
+    # Index: profile_consent_purpose_idx (purpose_id, profile_id) WHERE granted, one probe per
+    # profile. consent.enforcement writes the condition (an unknown or inactive purpose compiles
+    # to FALSE: fail closed); its positional parameters become the compiler's named ones.
+    c.profile_only()
+    condition = consent_condition(profile_column=sql.Identifier("p", "id"), purposes=[node["purpose"]])
+    return named(condition, placeholder=c.param)
 
 
 NODE_COMPILERS: dict[str, Callable[[Compiler, dict, bool], sql.Composable | Part]] = {

@@ -23,7 +23,8 @@ too):
 - activity: {"type": "activity", "hours": "after_work" | {"from": 17, "to": 22},
   "weekdays": ["mon", ...], "event": optional, "window": W, "count": {...}}
 - segment: {"type": "segment", "operator": "in"|"not in", "segment": "<key>"}
-- consent: {"type": "consent", "purpose": "<key>"} (validated here; usable once consent data exists)
+- consent: {"type": "consent", "purpose": "<key>"}: the purpose is granted now (services check
+  that the purpose exists; consent.enforcement compiles it, fail closed)
 """
 
 import math
@@ -46,9 +47,6 @@ MAX_SEQUENCE_GAP_DAYS = 30
 MAX_COUNT = 1_000_000
 MAX_NUMBER = 1e12
 MAX_BYTES = 32_768
-# Set by the consent integration once current consent per profile and purpose can be queried
-# (compiler.compile_consent is the one function to fill in).
-CONSENT_AVAILABLE = False
 
 
 class DefinitionError(ValueError):
@@ -72,6 +70,7 @@ class Analysis:
     is_time_based: bool = False
     uses_transactions: bool = False
     uses_consent: bool = False
+    purposes: set[str] = field(default_factory=set)
 
 
 class _Validator:
@@ -475,15 +474,13 @@ def _segment(v: _Validator, node: dict, path: str, depth: int) -> None:
 
 
 def _consent(v: _Validator, node: dict, path: str, depth: int) -> None:
-    v.keys(node, path, {"purpose", "operator"})
+    v.keys(node, path, {"purpose"})
     purpose = node.get("purpose")
     if not isinstance(purpose, str) or not F.KEY_RE.match(purpose):
         v.fail(f"{path}.purpose", "must be a purpose key such as personalization")
         return
     v.analysis.uses_consent = True
-    if not CONSENT_AVAILABLE:
-        v.fail(path, "consent conditions are not available yet: they are switched on when per-profile consent "
-                     "data exists (consent module); remove this condition for now")
+    v.analysis.purposes.add(purpose)
 
 
 NODE_VALIDATORS: dict[str, Callable] = {

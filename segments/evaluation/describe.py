@@ -133,7 +133,11 @@ def describe_segment(node: dict, depth: int) -> str:
 
 
 def describe_consent(node: dict, depth: int) -> str:
-    return f"has consented to {node['purpose']}"
+    from consent import reference
+
+    info = reference.purposes().get(node["purpose"])
+    name = f"“{info.name}” ({info.key})" if info is not None else f"the unknown purpose {node['purpose']}"
+    return f"has granted consent for {name}"
 
 
 NODE_DESCRIBERS: dict[str, Callable[[dict, int], str]] = {

@@ -14,6 +14,7 @@ from segments.errors import SegmentError
 from segments.evaluation import DefinitionError, validate
 from segments.evaluation.definition import Analysis, walk
 from segments.models import Segment
+from segments.purposes import purpose_choices, purposes_check
 
 KEY_RE = re.compile(r"^[a-z][a-z0-9_]{1,79}$")
 # Words the API and screens use in segment URLs next to keys.
@@ -43,10 +44,17 @@ def definition_check(definition, *, segment: Segment | None = None) -> CheckedDe
         errors.append({"path": "root", "message": "a segment cannot refer to itself"})
     elif segment is not None and segment.pk and _reaches(set(found.values()), segment.pk):
         errors.append({"path": "root", "message": "this creates a cycle: a segment used here depends on this one"})
+    errors += _unknown_purposes(analysis.purposes)
     if errors:
         raise SegmentError("invalid_definition", f"{errors[0]['path']}: {errors[0]['message']}", field="definition",
                            errors=errors)
     return CheckedDefinition(analysis, found)
+
+
+def _unknown_purposes(purposes: set[str]) -> list[dict]:
+    known = {item["value"] for item in purpose_choices()}
+    return [{"path": "root", "message": f"unknown or inactive consent purpose {key!r}; known purposes: "
+                                        f"{', '.join(sorted(known))}"} for key in sorted(purposes - known)]
 
 
 def _reaches(start_ids: set[int], target_id: int) -> bool:
@@ -65,6 +73,8 @@ def _apply_analysis(segment: Segment, checked: CheckedDefinition) -> None:
     analysis = checked.analysis
     events = set(analysis.event_names)
     traits = set(analysis.trait_names)
+    if analysis.uses_consent:
+        traits.add("consent")  # cdp.hooks.consent_changed announces consent changes as this name
     if analysis.uses_transactions:
         # Orders arrive as order_completed events (web, app) or transaction rows (imports).
         events.add("order_completed")
@@ -125,7 +135,7 @@ def _check_webhook(url: str) -> str:
 def segment_create(*, actor, key: str, name: str, description: str = "", kind: str = Segment.Kind.RULES,
                    definition: dict | None = None, schedule_minutes: int | None = None, is_realtime: bool = True,
                    exposed_source_ids=(), webhook_url: str = "", webhook_on_enter: bool = True,
-                   webhook_on_exit: bool = True) -> Segment:
+                   webhook_on_exit: bool = True, required_purposes=()) -> Segment:
     """Create a segment and queue its first recompute (rules) after commit."""
     if kind not in Segment.Kind.values:
         raise SegmentError("invalid_kind", "kind must be rules or static.", field="kind")
@@ -133,7 +143,8 @@ def segment_create(*, actor, key: str, name: str, description: str = "", kind: s
                       owner=actor if getattr(actor, "is_authenticated", False) else None,
                       schedule_minutes=_check_schedule(schedule_minutes) if kind == Segment.Kind.RULES else None,
                       is_realtime=bool(is_realtime) and kind == Segment.Kind.RULES,
-                      webhook_on_enter=webhook_on_enter, webhook_on_exit=webhook_on_exit)
+                      webhook_on_enter=webhook_on_enter, webhook_on_exit=webhook_on_exit,
+                      required_purposes=purposes_check(list(required_purposes)))
     if kind == Segment.Kind.RULES:
         segment.definition = definition
         _apply_analysis(segment, definition_check(definition))
@@ -189,14 +200,20 @@ def segment_update(*, segment: Segment, actor, **changes) -> Segment:
     for flag in ("webhook_on_enter", "webhook_on_exit"):
         if flag in changes:
             setattr(segment, flag, bool(changes[flag]))
+    purposes_changed = False
+    if "required_purposes" in changes:
+        purposes = purposes_check(changes["required_purposes"])
+        purposes_changed = purposes != segment.required_purposes
+        segment.required_purposes = purposes
     if "webhook_url" in changes:
         url = _check_webhook(changes["webhook_url"])
         if url and not segment.webhook_secret:
             segment.webhook_secret = secrets.token_urlsafe(32)
         segment.webhook_url = url
     segment.save()
-    if "exposed_source_ids" in changes:
-        segment.exposed_sources.set(_check_sources(changes["exposed_source_ids"]))
+    if "exposed_source_ids" in changes or purposes_changed:
+        if "exposed_source_ids" in changes:
+            segment.exposed_sources.set(_check_sources(changes["exposed_source_ids"]))
         from segments.lookup import lookup_cache_bump
 
         transaction.on_commit(lambda: lookup_cache_bump(source_ids=None))

@@ -1,14 +1,20 @@
 """Real-time membership: re-evaluate just the profiles that changed, and the timer sweep.
 
 Identity resolution calls `cdp.hooks.profiles_changed` after commit, which sends the task
-`segments.realtime_evaluate` with the profile ids and the event and trait names touched. Only
-segments that read one of those names (or depend on such a segment) are evaluated, with the
-same compiled query as the full recompute restricted to the ids. Absorbed profiles (merged
-away) leave every segment. The sweep re-evaluates profiles whose `next_change_at` has come, so
-answers that change by time alone flip within the sweep interval.
+`segments.realtime_evaluate` with the profile ids and the event and trait names touched. The
+task queues the change (`RealtimeChange` rows) and drains the queue: one drainer at a time
+(a session advisory lock) claims everything waiting and evaluates it as one batch in one
+transaction (the claimed rows are deleted in it, so a crash brings them back), so under load
+many small changes become a few large batches — the fixed cost of a batch (a query and a few
+writes per affected segment) was measured at about 45 ms, the marginal cost about 0.35 ms per
+profile. Only segments that read one of the names (or depend on such a segment) are evaluated,
+with the same compiled query as the full recompute restricted to the ids. Absorbed profiles
+(merged away) leave every segment. The sweep re-evaluates profiles whose `next_change_at` has
+come, so answers that change by time alone flip within the sweep interval.
 """
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -25,12 +31,17 @@ logger = logging.getLogger(__name__)
 
 CHUNK = 1000  # profile ids per statement
 SWEEP_LIMIT = 2000
+DRAIN_BATCH = 2000  # queued changes claimed per batch
+LAG_SAMPLE = 20  # profiles whose latest event dates the batch's lag
+# pg_try_advisory_lock (session) key: one drainer at a time; unique in this project.
+DRAIN_LOCK = 0x5E6_D7A1
 
 
 @dataclass
 class RealtimeResult:
     evaluated: list[int] = field(default_factory=list)  # segment ids
     locked: list[int] = field(default_factory=list)  # busy with a recompute: retry later
+    failed: list[int] = field(default_factory=list)  # a database error: skipped (logged)
     entered: int = 0
     exited: int = 0
     removed: int = 0
@@ -94,14 +105,18 @@ def _segment_ids(segment: Segment) -> dict[str, int]:
 
 
 def evaluate_profiles(*, segment_id: int, profile_ids: list[uuid.UUID], now: datetime,
-                      cause: str = MembershipChange.Cause.REALTIME) -> Changes | None:
+                      cause: str = MembershipChange.Cause.REALTIME, invalidate: bool = True) -> Changes | None:
     """Re-evaluate one segment for these profiles and apply the result; None if a recompute of
-    the segment holds its lock (the caller retries)."""
+    the segment holds its lock (the caller retries). `invalidate`: drop the changed profiles'
+    cached lookups once committed (a caller that drops every profile's does not need it)."""
     changes = Changes()
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [segment_lock_key(segment_id)])
         if not cursor.fetchone()[0]:
             return None
+        # Restricted statements are small: parallel workers would only add their start-up cost
+        # (measured 42 -> 20 ms for 150 profiles) and compete for the cores.
+        cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
         segment = Segment.objects.get(pk=segment_id)
         if not segment.is_active or segment.kind != Segment.Kind.RULES:
             cursor.execute("DELETE FROM segments_timer WHERE segment_id = %s AND profile_id = ANY(%s)",
@@ -118,54 +133,77 @@ def evaluate_profiles(*, segment_id: int, profile_ids: list[uuid.UUID], now: dat
             part = apply_partial(cursor, segment=segment, profile_ids=chunk, rows=rows, now=now, cause=cause)
             changes.entered += part.entered
             changes.exited += part.exited
-    if changes.count:
+    if changes.count and invalidate:
         from segments.lookup import lookup_cache_invalidate_profiles
 
-        lookup_cache_invalidate_profiles(profile_ids=changes.entered + changes.exited)
+        # After the commit (of an enclosing batch too): a lookup in between would cache the old answer.
+        changed = changes.entered + changes.exited
+        transaction.on_commit(lambda: lookup_cache_invalidate_profiles(profile_ids=changed))
     return changes
 
 
 def realtime_evaluate(*, profile_ids, event_names=(), trait_names=(), segment_ids=None) -> RealtimeResult:
-    """Bring the memberships of these profiles up to date (see module docstring)."""
+    """Bring the memberships of these profiles up to date (see module docstring), in one
+    transaction (a savepoint per segment); cached lookups of every given profile are dropped
+    after it commits — identities may also have moved between them (a merge)."""
     ids = _uuids(profile_ids)
     result = RealtimeResult()
     if not ids:
         return result
     now = timezone.now()
-    with transaction.atomic(), connection.cursor() as cursor:
+    with transaction.atomic():
+        live = _live_or_removed(ids, now=now, result=result, remove=segment_ids is None)
+        for segment in (affected_segments(event_names=event_names, trait_names=trait_names, segment_ids=segment_ids)
+                        if live else []):
+            _evaluate_one(segment, live, now=now, result=result)
+        if result.evaluated:
+            Segment.objects.filter(pk__in=result.evaluated).update(realtime_evaluated_at=timezone.now())
+        if result.evaluated and event_names:
+            _record_lag(segment_ids=result.evaluated, profile_ids=live, now=now)
+    from segments.lookup import lookup_cache_invalidate_profiles
+
+    transaction.on_commit(lambda: lookup_cache_invalidate_profiles(profile_ids=ids))
+    return result
+
+
+def _live_or_removed(ids: list[uuid.UUID], *, now: datetime, result: RealtimeResult, remove: bool) -> list:
+    """The ids of live profiles; absorbed (merged away) or deleted ones leave every segment."""
+    with connection.cursor() as cursor:
         cursor.execute("SELECT id FROM profiles_profile WHERE id = ANY(%s) AND merged_into_id IS NULL", [ids])
         live = sorted(row[0] for row in cursor.fetchall())
         gone = sorted(set(ids) - set(live))
-        if gone and segment_ids is None:
+        if gone and remove:
             removed = remove_everywhere(cursor, profile_ids=gone, now=now, cause=MembershipChange.Cause.MERGE)
             result.removed = sum(len(v) for v in removed.values())
-    from segments.lookup import lookup_cache_invalidate_profiles
+    return live
 
-    # Identities may have moved between profiles (a merge): drop cached answers for all of them.
-    lookup_cache_invalidate_profiles(profile_ids=ids)
-    if not live:
-        return result
-    for segment in affected_segments(event_names=event_names, trait_names=trait_names, segment_ids=segment_ids):
-        changes = evaluate_profiles(segment_id=segment.pk, profile_ids=live, now=now)
-        if changes is None:
-            result.locked.append(segment.pk)
-            continue
-        result.evaluated.append(segment.pk)
-        result.entered += len(changes.entered)
-        result.exited += len(changes.exited)
-    if result.evaluated:
-        Segment.objects.filter(pk__in=result.evaluated).update(realtime_evaluated_at=timezone.now())
-    if result.evaluated and event_names:
-        _record_lag(segment_ids=result.evaluated, profile_ids=live, now=now)
-    return result
+
+def _evaluate_one(segment: Segment, live: list, *, now: datetime, result: RealtimeResult) -> None:
+    """One segment of a batch (a savepoint); an error skips it (logged, no personal data) instead
+    of failing the batch: queued changes come back after a failed batch, so one broken segment
+    would otherwise hold every change back."""
+    try:
+        changes = evaluate_profiles(segment_id=segment.pk, profile_ids=live, now=now, invalidate=False)
+    except Exception as exc:  # noqa: BLE001 - isolating one segment; the type is logged
+        logger.warning("real-time evaluation of a segment failed", extra={
+            "segment_id": segment.pk, "profiles": len(live), "error": type(exc.__cause__ or exc).__name__})
+        result.failed.append(segment.pk)
+        return
+    if changes is None:
+        result.locked.append(segment.pk)
+        return
+    result.evaluated.append(segment.pk)
+    result.entered += len(changes.entered)
+    result.exited += len(changes.exited)
 
 
 def _record_lag(*, segment_ids: list[int], profile_ids: list[uuid.UUID], now: datetime) -> None:
     """Freshness for the segment page: last event received -> membership updated, in ms."""
     with connection.cursor() as cursor:
         # Index: profiles_event_profile_name_ts (profile_id, ...); the day bound prunes partitions.
+        # A sample of the batch is enough for a freshness figure (all 500 of a batch cost 20 ms).
         cursor.execute("SELECT max(received_at) FROM profiles_event WHERE profile_id = ANY(%s) AND timestamp > %s",
-                       [profile_ids[:CHUNK], now - timedelta(days=1)])
+                       [profile_ids[:LAG_SAMPLE], now - timedelta(days=1)])
         received = cursor.fetchone()[0]
     if received is not None:
         lag_ms = max(0, int((timezone.now() - received).total_seconds() * 1000))
@@ -195,3 +233,83 @@ def timers_sweep(*, limit: int = SWEEP_LIMIT) -> int:
                 cursor.execute("DELETE FROM segments_timer WHERE segment_id = %s AND profile_id = ANY(%s) "
                                "AND due_at <= %s", [segment_id, ids, now])
     return handled
+
+
+# -- the queue of changes ----------------------------------------------------------------------
+
+def realtime_changes_queue(*, profile_ids, event_names=(), trait_names=()) -> int:
+    """Queue changed profiles for the drainer (one statement); returns how many were queued."""
+    ids = _uuids(profile_ids)
+    if ids:
+        with connection.cursor() as cursor:
+            cursor.execute("INSERT INTO segments_realtimechange (profile_id, event_names, trait_names, created_at) "
+                           "SELECT unnest(%s::uuid[]), %s::varchar[], %s::varchar[], now()",
+                           [ids, sorted(set(event_names)), sorted(set(trait_names))])
+    return len(ids)
+
+
+@dataclass
+class DrainedBatch:
+    profile_ids: list[str]
+    event_names: list[str]
+    trait_names: list[str]
+    result: RealtimeResult
+
+
+def _claim_batch(cursor) -> list[tuple]:
+    # Deleted in the batch's transaction: if the drainer dies the rows come back. SKIP LOCKED
+    # lets a second drainer (should one run) take other rows. The table holds seconds of changes.
+    cursor.execute(
+        "DELETE FROM segments_realtimechange WHERE id IN (SELECT id FROM segments_realtimechange ORDER BY id "
+        "LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id, profile_id, event_names, trait_names", [DRAIN_BATCH])
+    return cursor.fetchall()
+
+
+def _drain_once() -> DrainedBatch | None:
+    """Claim up to DRAIN_BATCH queued changes and evaluate them as one batch, one transaction."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        # Memberships are derived and the claimed changes are deleted in this same transaction,
+        # so a commit lost in a crash only brings the changes back for another evaluation: no
+        # need to wait for the WAL flush (it was the main wait of small real-time batches).
+        cursor.execute("SET LOCAL synchronous_commit = off")
+        rows = _claim_batch(cursor)
+        if not rows:
+            return None
+        # A change without names means "anything may have changed" (a merge): every segment.
+        everything = any(not events and not traits for _, _, events, traits in rows)
+        events = set() if everything else {name for row in rows for name in row[2]}
+        traits = set() if everything else {name for row in rows for name in row[3]}
+        ids = sorted({str(row[1]) for row in rows})
+        result = realtime_evaluate(profile_ids=ids, event_names=sorted(events), trait_names=sorted(traits))
+    return DrainedBatch(ids, sorted(events), sorted(traits), result)
+
+
+def _waiting(cursor) -> bool:
+    cursor.execute("SELECT EXISTS (SELECT 1 FROM segments_realtimechange)")
+    return cursor.fetchone()[0]
+
+
+def realtime_drain(*, max_seconds: float = 10.0) -> tuple[list[DrainedBatch], bool]:
+    """Evaluate queued changes until none wait (or `max_seconds` pass) if no other drainer runs;
+    returns (the batches, whether changes still wait). A caller that finds the lock taken leaves
+    its changes to the running drainer, which looks again after letting go of the lock (the
+    changes were committed before the caller tried it)."""
+    deadline = time.monotonic() + max_seconds
+    batches: list[DrainedBatch] = []
+    with connection.cursor() as cursor:
+        while True:
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", [DRAIN_LOCK])
+            if not cursor.fetchone()[0]:
+                return batches, False
+            try:
+                while time.monotonic() < deadline:
+                    batch = _drain_once()
+                    if batch is None:
+                        break
+                    batches.append(batch)
+            finally:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [DRAIN_LOCK])
+            if time.monotonic() >= deadline:
+                return batches, _waiting(cursor)
+            if not _waiting(cursor):
+                return batches, False

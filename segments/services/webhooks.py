@@ -7,6 +7,10 @@ made to the address that was checked (pinned), with the host name kept for the H
 for TLS certificate verification, so a second DNS answer cannot redirect it (DNS rebinding).
 Redirects are not followed.
 
+Consent: people without a purpose the segment requires are left out when a delivery is queued,
+taken out of queued deliveries when they withdraw (segments.services.consent), and checked again
+just before sending; a delivery left with nobody is cancelled (shown in the delivery log).
+
 Signature: header `X-CDP-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`
 with the segment's webhook secret (shown on the segment page to those who may change it).
 """
@@ -25,9 +29,11 @@ from urllib.parse import urlsplit
 import orjson
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from segments.models import WebhookDelivery
+from segments.purposes import profiles_with_purposes
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +44,7 @@ BACKOFF = [timedelta(seconds=30), timedelta(minutes=2), timedelta(minutes=10), t
            timedelta(hours=6)]
 LEASE = timedelta(minutes=2)
 MAX_RESPONSE_BYTES = 65_536
+CANCELLED_REASON = "cancelled: everyone in it withdrew a purpose the segment requires"
 
 
 class WebhookRefused(ValueError):
@@ -164,7 +171,10 @@ def webhook_deliver(*, delivery_id: int) -> str | None:
     if delivery is None:
         return None
     segment = delivery.segment
-    body = orjson.dumps(delivery.payload)
+    payload = _consented_payload(delivery)
+    if payload is None:
+        return WebhookDelivery.Status.CANCELLED
+    body = orjson.dumps(payload)
     timestamp = int(time.time())
     headers = {"Content-Type": "application/json", "User-Agent": "CDP-Webhooks/1",
                "X-CDP-Event": f"segment.{delivery.event}", "X-CDP-Delivery": str(delivery.pk),
@@ -198,6 +208,31 @@ def webhook_deliver(*, delivery_id: int) -> str | None:
     return WebhookDelivery.Status.PENDING
 
 
+def _consented_payload(delivery: WebhookDelivery) -> dict | None:
+    """The payload without people who no longer grant a purpose the segment requires, read now
+    (stored, so the log shows what is sent); None when nobody is left and the delivery is
+    cancelled."""
+    purposes = delivery.segment.required_purposes
+    profiles = delivery.payload.get("profiles", [])
+    if not purposes:
+        return delivery.payload
+    allowed = {str(p) for p in profiles_with_purposes(profile_ids=[item["profile_id"] for item in profiles],
+                                                       purposes=purposes)}
+    kept = [item for item in profiles if item["profile_id"] in allowed]
+    if len(kept) == len(profiles):
+        return delivery.payload
+    payload = {**delivery.payload, "profiles": kept}
+    changes = {"payload": payload, "profile_count": len(kept),
+               "withheld_count": F("withheld_count") + len(profiles) - len(kept)}
+    if not kept:
+        changes.update(status=WebhookDelivery.Status.CANCELLED, next_attempt_at=None, last_error=CANCELLED_REASON)
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(**changes)
+    if not kept:
+        logger.info("webhook cancelled", extra={"delivery_id": delivery.pk, "segment_id": delivery.segment_id})
+        return None
+    return payload
+
+
 def _finish(delivery: WebhookDelivery, status: str, attempts: int, status_code: int | None, error: str) -> None:
     WebhookDelivery.objects.filter(pk=delivery.pk).update(
         status=status, attempts=attempts, last_status_code=status_code, last_error=error[:300], next_attempt_at=None,
@@ -214,7 +249,8 @@ def webhooks_due(*, limit: int = 100) -> list[int]:
 @transaction.atomic
 def webhook_retry(*, delivery: WebhookDelivery) -> None:
     """Send a failed or refused delivery again (from the delivery log)."""
-    WebhookDelivery.objects.filter(pk=delivery.pk).exclude(status=WebhookDelivery.Status.DELIVERED).update(
+    WebhookDelivery.objects.filter(pk=delivery.pk).exclude(
+        status__in=(WebhookDelivery.Status.DELIVERED, WebhookDelivery.Status.CANCELLED)).update(
         status=WebhookDelivery.Status.PENDING, next_attempt_at=timezone.now(), attempts=0)
     from segments.tasks import webhook_deliver_task
 

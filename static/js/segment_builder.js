@@ -22,7 +22,7 @@
   const BUCKETS = [["after_work", "after work (17–22 h)"], ["morning", "morning (6–12 h)"], ["lunch", "lunch (12–14 h)"],
     ["afternoon", "afternoon (14–17 h)"], ["late_evening", "late evening (22–24 h)"], ["night", "night (0–6 h)"]];
   const TYPE_LABELS = {event: "Did an event", event_time: "First / last time", sequence: "Sequence", transaction: "Purchases",
-    trait: "Profile field", context: "Device / location", activity: "Active at", segment: "Segment", or: "Any of", and: "All of"};
+    trait: "Profile field", context: "Device / location", activity: "Active at", segment: "Segment", consent: "Consent", or: "Any of", and: "All of"};
   const DEFAULTS = {
     event: () => ({type: "event", event: "product_viewed", window: {last: 30, unit: "days"}, count: {operator: ">=", value: 1}}),
     event_time: () => ({type: "event_time", event: "product_viewed", occurrence: "last", operator: "within last", value: 7, unit: "days"}),
@@ -34,6 +34,7 @@
     activity: () => ({type: "activity", hours: "after_work", weekdays: ["mon", "tue", "wed", "thu", "fri"],
       window: {last: 30, unit: "days"}, count: {operator: ">=", value: 3}}),
     segment: () => ({type: "segment", operator: "in", segment: ""}),
+    consent: () => ({type: "consent", purpose: "email_marketing"}),
     or: () => ({type: "or", conditions: []}),
   };
 
@@ -239,6 +240,15 @@
         el("span", {text: "segment"}), input)];
     },
   };
+  EDITORS.consent = function (node) {
+    // Purposes come from the consent module (active ones); "not" on the card means "has not granted".
+    const purpose = el("select", {"aria-label": "Consent purpose", on: {change: () => { node.purpose = purpose.value; changed(); }}});
+    load("catalog/purposes/").then((items) => {
+      for (const item of items) purpose.append(el("option", {value: item.value, selected: item.value === node.purpose, text: item.label}));
+      if (!items.some((item) => item.value === node.purpose)) purpose.append(el("option", {value: node.purpose, selected: true, text: node.purpose}));
+    });
+    return [el("div", {class: "row"}, el("span", {text: "has granted consent for"}), purpose)];
+  };
   const traitTypes = {};
   load("catalog/traits/").then((items) => { for (const item of items) traitTypes[item.field] = item.type; });
   function typeOf(name) {
@@ -348,6 +358,7 @@
       is_realtime: document.getElementById("field-realtime").checked,
       exposed_sources: [...document.querySelectorAll("input[name=exposed_sources]:checked")].map((box) => Number(box.value)),
       webhook_url: document.getElementById("field-webhook").value.trim(),
+      required_purposes: [...document.querySelectorAll("input[name=required_purposes]:checked")].map((box) => box.value),
     };
     if (config.mode === "create") {
       data.key = document.getElementById("field-key").value.trim();
