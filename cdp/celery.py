@@ -4,6 +4,11 @@ import os
 
 from celery import Celery
 from celery.schedules import crontab
+from kombu.transport import TRANSPORT_ALIASES
+
+# "filesystem://" means kombu's filesystem transport with atomic publishing (cdp/broker.py says
+# why). An alias, not a broker_transport setting: that one would also override a redis:// URL.
+TRANSPORT_ALIASES["filesystem"] = "cdp.broker:Transport"
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cdp.settings")
 

@@ -127,8 +127,6 @@ else:
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL or "filesystem://"
 CDP_BROKER_DIR = Path(env_str("CDP_BROKER_DIR", str(CDP_DATA_DIR / "broker"))).resolve()
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    # kombu's filesystem transport with atomic publishing (cdp/broker.py explains why).
-    CELERY_BROKER_TRANSPORT = "cdp.broker:Transport"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(CDP_BROKER_DIR / "queue"),
         "data_folder_out": str(CDP_BROKER_DIR / "queue"),

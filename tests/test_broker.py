@@ -49,3 +49,12 @@ def test_every_message_arrives_whole_while_producer_and_consumer_race(tmp_path):
     assert sorted(received) == list(range(MESSAGES))
     assert [path.name for path in tmp_path.iterdir() if path.name.endswith(".part")] == []
 
+
+
+def test_the_apps_filesystem_broker_is_the_atomic_one_and_other_urls_keep_their_transport():
+    from cdp.celery import app
+
+    with app.connection_for_write("filesystem://") as connection:
+        assert connection.transport.Channel.__module__ == "cdp.broker"
+    with app.connection_for_write("redis://127.0.0.1:1/0") as connection:
+        assert connection.transport.driver_name == "redis"
