@@ -12,11 +12,14 @@ consent_subjectconsent, consent_subjectlink), never at the ledger.
 - `message_minimise(message, granted_purposes=...)`     field-level minimisation of a message
 - `suppressed_identifiers(identifiers=...)`             erased people a later event / import must
   not recreate
+- `identifier_sets_consent(identifier_sets=...)`        ingestion's one query per batch: every
+  purpose's state and the suppression entries of each message's identifiers
 - merges: `consent.services.state.consent_profiles_merge` (a write, so it lives with the services)
 """
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from uuid import UUID
 
 import orjson
@@ -136,6 +139,70 @@ def suppressed_identifiers(*, identifiers: Iterable[tuple[str, bytes]]) -> set[t
                        "JOIN unnest(%s::text[], %s::bytea[]) AS q(kind, hash) ON s.value_hash = q.hash "
                        "AND s.kind = q.kind WHERE s.lifted_at IS NULL", [list(kinds), list(hashes)])
         return {(kind, bytes(digest)) for kind, digest in cursor.fetchall()}
+
+
+
+# Every purpose's state for each set, and the active suppression entries of its identifiers, in
+# one round trip. Indexes: subject_link_uniq, identity_kind_value_uniq, profile_consent_uniq
+# (profile_id, purpose_id), subject_consent_uniq, suppression_uniq (value_hash, kind).
+_SET_STATES = """
+WITH s(idx, kind, hash) AS (SELECT * FROM unnest(%(idx)s::int[], %(kinds)s::text[], %(hashes)s::bytea[])),
+profiles AS (
+    SELECT s.idx, l.profile_id FROM s
+    JOIN consent_subjectlink l ON l.subject_hash = s.hash AND l.subject_kind = s.kind
+    UNION
+    SELECT s.idx, i.profile_id FROM s JOIN profiles_identity i ON i.kind = s.kind AND i.value_hash = s.hash
+)
+SELECT p.idx, pc.purpose_id, pc.granted, pc.decided_at FROM profiles p
+JOIN consent_profileconsent pc ON pc.profile_id = p.profile_id
+UNION ALL
+SELECT s.idx, c.purpose_id, c.granted, c.decided_at FROM s
+JOIN consent_subjectconsent c ON c.subject_hash = s.hash AND c.subject_kind = s.kind
+WHERE NOT EXISTS (SELECT 1 FROM consent_subjectlink l WHERE l.subject_hash = s.hash AND l.subject_kind = s.kind)
+UNION ALL
+SELECT s.idx, NULL, NULL, e.created_at FROM s
+JOIN consent_suppressionentry e ON e.value_hash = s.hash AND e.kind = s.kind WHERE e.lifted_at IS NULL
+"""
+
+
+@dataclass(frozen=True)
+class SetConsent:
+    """What is known of one set of identifiers: the purposes granted (same reading as
+    `identifier_sets_allowed`: any withdrawal wins, nothing known is not granted), when the newest
+    of those grants was decided, and since when one of the identifiers is suppressed (erasure)."""
+
+    granted: frozenset[str] = frozenset()
+    granted_at: dict[str, datetime] = field(default_factory=dict)
+    suppressed_since: datetime | None = None
+
+
+def identifier_sets_consent(*, identifier_sets: Sequence[Sequence[tuple[str, bytes]]]) -> list[SetConsent]:
+    """`identifier_sets_allowed` for every purpose at once, plus suppression (one query)."""
+    flat = [(index, kind, bytes(digest)) for index, identifiers in enumerate(identifier_sets)
+            for kind, digest in identifiers]
+    if not flat:
+        return [SetConsent() for _ in identifier_sets]
+    indexes, kinds, hashes = (list(column) for column in zip(*flat, strict=True))
+    states: dict[int, dict[int, list]] = {}
+    suppressed: dict[int, datetime] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(_SET_STATES, {"idx": indexes, "kinds": kinds, "hashes": hashes})
+        for index, purpose_id, granted, decided_at in cursor.fetchall():
+            if purpose_id is None:
+                suppressed[index] = max(decided_at, suppressed.get(index, decided_at))
+            else:
+                states.setdefault(index, {}).setdefault(purpose_id, []).append((granted, decided_at))
+    active = {info.id: key for key, info in reference.purposes().items() if info.is_active}
+    nothing = SetConsent()
+    return [_set_consent(states[index], suppressed.get(index), active) if index in states
+            else SetConsent(suppressed_since=suppressed[index]) if index in suppressed else nothing
+            for index in range(len(identifier_sets))]
+
+
+def _set_consent(states: dict[int, list], suppressed_since: datetime | None, active: dict[int, str]) -> SetConsent:
+    granted_at = {active[purpose_id]: max(decided for _, decided in values) for purpose_id, values in states.items()
+                  if purpose_id in active and all(granted for granted, _ in values)}
+    return SetConsent(frozenset(granted_at), granted_at, suppressed_since)
 
 
 # -- field-level minimisation ------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Set-based SQL and COPY for ingestion. Call inside one transaction (see services).
 
 Per request: one INSERT … ON CONFLICT over the batch's message ids (dedupe), one COPY of the
-new events, and — only when present — one INSERT each for orders, their items and rejections.
+new events, and — only when present — one INSERT each for orders, their items, rejections and
+the counts of events consent did not let in.
 Every statement is composed with psycopg.sql; values always travel as parameters.
 """
 
@@ -46,6 +47,14 @@ REJECTED_COLUMNS = ("source_id", "received_at", "endpoint", "reason", "message",
                     "raw_body", "size_bytes", "truncated", "key_prefix", "replay_note")
 REJECTED_COPY = sql.SQL("COPY {table} ({columns}) FROM STDIN").format(
     table=sql.Identifier("profiles_rejectedevent"), columns=_columns(REJECTED_COLUMNS))
+
+# Relies on the unique constraint dropped_source_hour_uniq (source_id, hour, reason).
+DROPPED_UPSERT = sql.SQL(
+    "INSERT INTO {table} AS d (source_id, hour, reason, count) "
+    "SELECT %s, date_trunc('hour', %s::timestamptz, 'UTC'), reason, n FROM unnest(%s::varchar[], %s::bigint[]) "
+    "AS c(reason, n) ORDER BY reason "
+    "ON CONFLICT (source_id, hour, reason) DO UPDATE SET count = d.count + EXCLUDED.count"
+).format(table=sql.Identifier("profiles_droppedeventcount"))
 
 # Bounded batches by physical row id; the BRIN index eventdedupe_received_brin finds old rows.
 DEDUPE_PURGE = sql.SQL(
@@ -93,6 +102,13 @@ def rejections_copy(cursor, rows: list[dict]) -> None:
         for row in rows:
             values = dict(row, payload=crypto.encrypt(row.get("payload")), raw_body=crypto.encrypt(row.get("raw_body") or ""))
             copy.write_row([values.get(column) for column in REJECTED_COLUMNS])
+
+
+def dropped_count(cursor, *, source_id: int, received_at: datetime, counts: dict[str, int]) -> None:
+    """Add this request's dropped events to the per-source, per-hour counters (one statement)."""
+    reasons = sorted(reason for reason, count in counts.items() if count)
+    if reasons:
+        cursor.execute(DROPPED_UPSERT, [source_id, received_at, reasons, [counts[reason] for reason in reasons]])
 
 
 def dedupe_purge_batch(cursor, *, before: datetime, batch_size: int) -> int:
