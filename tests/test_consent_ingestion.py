@@ -13,6 +13,7 @@ import orjson
 import pytest
 from django.core.cache import cache
 from django.db import connection, connections
+from django.urls import reverse
 from psycopg import pq
 
 from cdp import apikeys
@@ -327,3 +328,18 @@ def test_segment_python_with_consent_context_anonymous_browse_then_login_is_one_
     assert Transaction.objects.get().profile_id in profiles
     assert set(Identity.objects.values_list("kind", flat=True)) == {"anonymous_id", "user_id", "email"}
     assert Profile.objects.filter(merged_into__isnull=True).count() == 1
+
+
+def test_the_sources_screens_show_dropped_counts_beside_stored_and_rejected(client, source, write_key, users):
+    post(client, write_key, with_consent(track(messageId="kept")), track(anonymous_id="stranger"),
+         track(anonymous_id="stranger-2"), {"type": "track", "anonymousId": "anon-1", "messageId": "no-event"})
+    client.force_login(users["dan"])
+    row = client.get(reverse("profiles:sources")).context["sources"][0]
+    assert (row.events_24h, row.rejected_24h, row.dropped_24h) == (1, 1, 2)
+    detail = client.get(reverse("profiles:source-detail", args=[source.pk]))
+    assert (detail.context["chart"]["accepted"][-1], detail.context["chart"]["rejected"][-1],
+            detail.context["chart"]["dropped"][-1]) == (1, 1, 2)
+    assert detail.context["dropped_reasons"] == [("No analytics consent", 2)]
+    html = detail.content.decode()
+    assert "1 stored, 1 rejected, 2 dropped for lack of consent" in html
+    assert "stranger" not in html  # counts only: nothing of a dropped event is kept or shown
