@@ -7,7 +7,10 @@ Runs in its own database (`cdp_bench` on the embedded server, or BENCH_DATABASE_
    ingestion code itself) into the same `profiles_event` table, same partitions and indexes;
 2. throughput: gunicorn (sync workers, the production server) serving `/v1/batch`, driven by
    a multi-process Python load generator (http.client, closed loop) posting batches of 100
-   track events (~34 KB, as segment-analytics-python sends them), each with fresh messageIds;
+   track events (as segment-analytics-python sends them, with the consent context analytics.js'
+   consent wrapper adds: `context.consent.categoryPreferences` on every message), each with
+   fresh messageIds; so every request goes through the consent gate (preferences compared with
+   the ledger's current state, analytics and suppression checked for every message);
 3. latency: the same generator paced open-loop at half the measured rate; latencies count from
    the scheduled send time, so a stalled server cannot hide its queueing (no coordinated
    omission);
@@ -58,18 +61,21 @@ from profiles.partitions import event_partitions_ahead  # noqa: E402
 from profiles.services import profiles_wipe  # noqa: E402
 
 BATCH = 100
+# What Segment's consent wrapper puts on every message (the workspace's category names).
+CONSENT = {"categoryPreferences": {"Advertising": False, "Analytics": True, "Functional": True, "Marketing": False}}
 TOKEN = b"@@@@@@@@@@@@"  # replaced per request by a 12-digit number: fresh messageIds every time
 
 
 def message(i: int, token: str = TOKEN.decode()) -> dict:
-    """A track event shaped like segment-analytics-python's (about 340 bytes as JSON)."""
+    """A track event shaped like segment-analytics-python's, with the consent context (about 440
+    bytes as JSON)."""
     now = datetime.now(UTC).isoformat(timespec="milliseconds")
     return {
         "type": "track", "event": "Product Viewed", "userId": None,
         "anonymousId": str(uuid.UUID(int=i * 7919 + 1)), "messageId": f"{token}-{i:03d}",
         "timestamp": now,
         "properties": {"product_id": f"SKU-{i % 50:04d}", "category": "Shoes", "price": 59.9},
-        "context": {"library": {"name": "analytics-python", "version": "2.4.0"}},
+        "context": {"library": {"name": "analytics-python", "version": "2.4.0"}, "consent": CONSENT},
         "integrations": {},
     }
 
@@ -98,7 +104,7 @@ def event_count() -> int:
 def reset_tables() -> None:
     profiles_wipe()
     with connection.cursor() as cursor:
-        cursor.execute("TRUNCATE profiles_eventdedupe")
+        cursor.execute("TRUNCATE profiles_eventdedupe, profiles_droppedeventcount")
 
 
 def raw_copy_reference(source_id: int, rows_wanted: int, *, first: int = 0) -> float:

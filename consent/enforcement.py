@@ -10,10 +10,11 @@ consent_subjectconsent, consent_subjectlink), never at the ledger.
 - `identifier_sets_allowed(...)`                        consent of messages' identifiers (ingestion,
   before a profile may exist)
 - `message_minimise(message, granted_purposes=...)`     field-level minimisation of a message
+  (`minimisation_purposes()`: the purposes its rules depend on)
 - `suppressed_identifiers(identifiers=...)`             erased people a later event / import must
   not recreate
-- `identifier_sets_consent(identifier_sets=...)`        ingestion's one query per batch: every
-  purpose's state and the suppression entries of each message's identifiers
+- `identifiers_consent(identifiers=..., purposes=...)`  ingestion's one query per batch: the
+  states and suppression entries of distinct identifiers; `set_consent` combines one message's
 - merges: `consent.services.state.consent_profiles_merge` (a write, so it lives with the services)
 """
 
@@ -23,6 +24,7 @@ from datetime import datetime
 from uuid import UUID
 
 import orjson
+import psycopg
 from django.db import connection
 from psycopg import sql
 
@@ -142,68 +144,102 @@ def suppressed_identifiers(*, identifiers: Iterable[tuple[str, bytes]]) -> set[t
 
 
 
-# Every purpose's state for each set, and the active suppression entries of its identifiers, in
-# one round trip. Indexes: subject_link_uniq, identity_kind_value_uniq, profile_consent_uniq
-# (profile_id, purpose_id), subject_consent_uniq, suppression_uniq (value_hash, kind).
-_SET_STATES = """
-WITH s(idx, kind, hash) AS (SELECT * FROM unnest(%(idx)s::int[], %(kinds)s::text[], %(hashes)s::bytea[])),
+
+# The states of distinct identifiers for some purposes, and their active suppression entries, in
+# one round trip. Row kinds: 'p' a profile decision the identifier leads to (by SubjectLink or
+# Identity), 's' the identifier's own decision when it is not linked to a profile (it counts),
+# 'l' its own decision when it is linked (the profile's counts; callers comparing a subject's
+# state need it), 'x' a suppression entry. Decision times only for `dated` purposes.
+# Indexes: subject_link_uniq (subject_hash, subject_kind), identity_kind_value_uniq,
+# profile_consent_uniq (profile_id, purpose_id), subject_consent_uniq (subject_hash,
+# subject_kind, purpose_id), suppression_uniq (value_hash, kind).
+_IDENTIFIERS_CONSENT = """
+WITH s(pos, kind, hash) AS (SELECT * FROM unnest(%(pos)s::int[], %(kinds)s::text[], %(hashes)s::bytea[])),
+linked AS (
+    SELECT s.pos, l.profile_id FROM s JOIN consent_subjectlink l ON l.subject_hash = s.hash AND l.subject_kind = s.kind
+),
 profiles AS (
-    SELECT s.idx, l.profile_id FROM s
-    JOIN consent_subjectlink l ON l.subject_hash = s.hash AND l.subject_kind = s.kind
+    SELECT pos, profile_id FROM linked
     UNION
-    SELECT s.idx, i.profile_id FROM s JOIN profiles_identity i ON i.kind = s.kind AND i.value_hash = s.hash
+    SELECT s.pos, i.profile_id FROM s JOIN profiles_identity i ON i.kind = s.kind AND i.value_hash = s.hash
 )
-SELECT p.idx, pc.purpose_id, pc.granted, pc.decided_at FROM profiles p
-JOIN consent_profileconsent pc ON pc.profile_id = p.profile_id
+SELECT p.pos, 'p', pc.purpose_id, pc.granted, CASE WHEN pc.purpose_id = ANY(%(dated)s) THEN pc.decided_at END
+FROM profiles p JOIN consent_profileconsent pc ON pc.profile_id = p.profile_id AND pc.purpose_id = ANY(%(purposes)s)
 UNION ALL
-SELECT s.idx, c.purpose_id, c.granted, c.decided_at FROM s
-JOIN consent_subjectconsent c ON c.subject_hash = s.hash AND c.subject_kind = s.kind
-WHERE NOT EXISTS (SELECT 1 FROM consent_subjectlink l WHERE l.subject_hash = s.hash AND l.subject_kind = s.kind)
+SELECT s.pos, CASE WHEN EXISTS (SELECT 1 FROM linked WHERE linked.pos = s.pos) THEN 'l' ELSE 's' END,
+       c.purpose_id, c.granted, CASE WHEN c.purpose_id = ANY(%(dated)s) THEN c.decided_at END
+FROM s JOIN consent_subjectconsent c
+  ON c.subject_hash = s.hash AND c.subject_kind = s.kind AND c.purpose_id = ANY(%(purposes)s)
 UNION ALL
-SELECT s.idx, NULL, NULL, e.created_at FROM s
+SELECT s.pos, 'x', NULL, NULL, e.created_at FROM s
 JOIN consent_suppressionentry e ON e.value_hash = s.hash AND e.kind = s.kind WHERE e.lifted_at IS NULL
 """
 
 
+@dataclass(slots=True)
+class IdentifierConsent:
+    """One identifier: the decisions that count for its person (purpose key, granted, decided_at
+    for dated purposes), its own current decisions (`SubjectConsent`, linked or not), and since
+    when it is suppressed (erasure), if it is."""
+
+    decisions: list[tuple[str, bool, datetime | None]] = field(default_factory=list)
+    own: dict[str, bool] = field(default_factory=dict)
+    suppressed_since: datetime | None = None
+
+
 @dataclass(frozen=True)
 class SetConsent:
-    """What is known of one set of identifiers: the purposes granted (same reading as
-    `identifier_sets_allowed`: any withdrawal wins, nothing known is not granted), when the newest
-    of those grants was decided, and since when one of the identifiers is suppressed (erasure)."""
+    """One message's identifiers together: the purposes granted (any withdrawal wins, nothing
+    known is not granted, as `identifier_sets_allowed`), when the newest of those grants was
+    decided (dated purposes), and the newest suppression entry among the identifiers."""
 
     granted: frozenset[str] = frozenset()
     granted_at: dict[str, datetime] = field(default_factory=dict)
     suppressed_since: datetime | None = None
 
 
-def identifier_sets_consent(*, identifier_sets: Sequence[Sequence[tuple[str, bytes]]]) -> list[SetConsent]:
-    """`identifier_sets_allowed` for every purpose at once, plus suppression (one query)."""
-    flat = [(index, kind, bytes(digest)) for index, identifiers in enumerate(identifier_sets)
-            for kind, digest in identifiers]
-    if not flat:
-        return [SetConsent() for _ in identifier_sets]
-    indexes, kinds, hashes = (list(column) for column in zip(*flat, strict=True))
-    states: dict[int, dict[int, list]] = {}
-    suppressed: dict[int, datetime] = {}
-    with connection.cursor() as cursor:
-        cursor.execute(_SET_STATES, {"idx": indexes, "kinds": kinds, "hashes": hashes})
-        for index, purpose_id, granted, decided_at in cursor.fetchall():
-            if purpose_id is None:
-                suppressed[index] = max(decided_at, suppressed.get(index, decided_at))
-            else:
-                states.setdefault(index, {}).setdefault(purpose_id, []).append((granted, decided_at))
-    active = {info.id: key for key, info in reference.purposes().items() if info.is_active}
-    nothing = SetConsent()
-    return [_set_consent(states[index], suppressed.get(index), active) if index in states
-            else SetConsent(suppressed_since=suppressed[index]) if index in suppressed else nothing
-            for index in range(len(identifier_sets))]
+def identifiers_consent(*, identifiers: Sequence[tuple[str, bytes]], purposes: Iterable[str],
+                        dated: Iterable[str] = ()) -> list[IdentifierConsent]:
+    """The consent of each (kind, keyed hash) for `purposes` (one query, server-side binding:
+    the hash array travels as one binary value). Pass distinct identifiers."""
+    known = reference.purposes()
+    ids = {known[key].id: key for key in purposes if key in known and known[key].is_active}
+    found = [IdentifierConsent() for _ in identifiers]
+    if not identifiers:
+        return found
+    params = {"pos": list(range(len(identifiers))), "kinds": [kind for kind, _ in identifiers],
+              "hashes": [bytes(digest) for _, digest in identifiers], "purposes": list(ids),
+              "dated": [known[key].id for key in dated if key in known]}
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(_IDENTIFIERS_CONSENT, params)
+        rows = cursor.fetchall()
+    for position, row_kind, purpose_id, granted, moment in rows:
+        state = found[position]
+        if row_kind == "x":
+            state.suppressed_since = max(moment, state.suppressed_since or moment)
+            continue
+        if row_kind != "p":
+            state.own[ids[purpose_id]] = granted
+        if row_kind != "l":
+            state.decisions.append((ids[purpose_id], granted, moment))
+    return found
 
 
-def _set_consent(states: dict[int, list], suppressed_since: datetime | None, active: dict[int, str]) -> SetConsent:
-    granted_at = {active[purpose_id]: max(decided for _, decided in values) for purpose_id, values in states.items()
-                  if purpose_id in active and all(granted for granted, _ in values)}
-    return SetConsent(frozenset(granted_at), granted_at, suppressed_since)
-
+def set_consent(states: Iterable[IdentifierConsent]) -> SetConsent:
+    """Combine the identifiers of one message (see SetConsent)."""
+    verdict: dict[str, bool] = {}
+    granted_at: dict[str, datetime] = {}
+    suppressed_since = None
+    for state in states:
+        if state.suppressed_since is not None:
+            suppressed_since = max(state.suppressed_since, suppressed_since or state.suppressed_since)
+        for purpose, granted, moment in state.decisions:
+            verdict[purpose] = verdict.get(purpose, True) and granted
+            if moment is not None and (purpose not in granted_at or moment > granted_at[purpose]):
+                granted_at[purpose] = moment
+    granted = frozenset(purpose for purpose, value in verdict.items() if value)
+    return SetConsent(granted, {k: v for k, v in granted_at.items() if k in granted}, suppressed_since)
 
 # -- field-level minimisation ------------------------------------------------------------------
 
@@ -226,6 +262,11 @@ def _compiled_rules() -> dict[str, tuple[_CompiledRule, ...]]:
                     _CompiledRule(rule.event_name, path, rule.action, keys.get(rule.purpose_id, "")))
         return {event_type: tuple(rules) for event_type, rules in compiled.items()}
     return reference._cached("minimisation", load)
+
+
+def minimisation_purposes() -> frozenset[str]:
+    """The purposes active minimisation rules depend on (callers read only these states)."""
+    return frozenset(rule.purpose for rules in _compiled_rules().values() for rule in rules)
 
 
 def field_hash(path: Sequence[str], value) -> str:

@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from consent.enforcement import SetConsent, identifier_sets_consent, message_minimise
+from consent import reference
+from consent.enforcement import (
+    SetConsent,
+    identifiers_consent,
+    message_minimise,
+    minimisation_purposes,
+    set_consent,
+)
 from consent.services.inputs import consent_from_segment_messages
 from profiles.identifiers import identity_hash, normalize
 from profiles.ingestion.normalisation import Normalised, message_normalise
@@ -65,10 +72,26 @@ def identifier_set(normalised: Normalised) -> list[tuple[str, bytes]]:
     return found
 
 
-def _carries_preferences(item: dict) -> bool:
-    context = item.get("context")
+def _preferences(item: dict | None) -> tuple[tuple[str, bool], ...]:
+    """`context.consent.categoryPreferences` as the consent app reads it (real booleans only)."""
+    context = item.get("context") if item is not None else None
     consent = context.get("consent") if isinstance(context, dict) else None
-    return isinstance(consent, dict) and bool(consent.get("categoryPreferences"))
+    preferences = consent.get("categoryPreferences") if isinstance(consent, dict) else None
+    if not isinstance(preferences, dict):
+        return ()
+    return tuple((str(k), v) for k, v in preferences.items() if isinstance(v, bool))
+
+
+def _subjects(item: dict) -> list[tuple[str, bytes]]:
+    """The subjects the consent app records preferences for: the message's userId, anonymousId."""
+    found = []
+    for kind, key in (("user_id", "userId"), ("anonymous_id", "anonymousId")):
+        value = item.get(key)
+        if isinstance(value, str | int) and not isinstance(value, bool):
+            digest = _hashed(kind, str(value))
+            if digest is not None:
+                found.append((kind, digest))
+    return found
 
 
 def _admissible(decision: SetConsent) -> str | None:
@@ -76,9 +99,43 @@ def _admissible(decision: SetConsent) -> str | None:
     granted_at = decision.granted_at.get(ANALYTICS)
     if decision.suppressed_since is not None and (granted_at is None or granted_at <= decision.suppressed_since):
         return SUPPRESSED
-    if granted_at is None:
+    if ANALYTICS not in decision.granted:
         return NO_CONSENT
     return None
+
+
+class _Preferences:
+    """The batch's consent contexts mapped to purposes once per distinct preference set."""
+
+    def __init__(self, valid: list[Normalised]):
+        keys = reference.purpose_keys_by_id()
+        self.mapped: dict[tuple, dict[str, bool]] = {}
+        self.carrying: list[tuple[Normalised, dict[str, bool]]] = []
+        for normalised in valid:
+            preferences = _preferences(normalised.item)
+            if not preferences:
+                continue
+            if preferences not in self.mapped:
+                decisions, _ = reference.map_categories("segment", dict(preferences))
+                self.mapped[preferences] = {keys[purpose_id]: granted for purpose_id, granted in decisions.items()}
+            self.carrying.append((normalised, self.mapped[preferences]))
+
+    def purposes(self) -> set[str]:
+        return {purpose for decisions in self.mapped.values() for purpose in decisions}
+
+    def change_anything(self, states: dict) -> bool:
+        """Whether some message states a decision its subject does not hold now."""
+        for normalised, decisions in self.carrying:
+            for pair in _subjects(normalised.item):
+                own = states[pair].own if pair in states else {}
+                if any(own.get(purpose) is not granted for purpose, granted in decisions.items()):
+                    return True
+        return False
+
+
+def _states(pairs: list, purposes: set[str]) -> dict:
+    found = identifiers_consent(identifiers=pairs, purposes=purposes, dated=(ANALYTICS,))
+    return dict(zip(pairs, found, strict=True))
 
 
 def messages_admit(valid: list[Normalised], *, path_type: str | None, source_id: int, received_at,
@@ -88,11 +145,21 @@ def messages_admit(valid: list[Normalised], *, path_type: str | None, source_id:
     admitted = Admitted()
     if not valid:
         return admitted
-    carrying = [n.item for n in valid if n.item is not None and _carries_preferences(n.item)]
-    if carrying:
-        consent_from_segment_messages(messages=carrying, source_key_id=source_key_id)
-    decisions = identifier_sets_consent(identifier_sets=[identifier_set(n) for n in valid])
-    for normalised, decision in zip(valid, decisions, strict=True):
+    sets = [identifier_set(n) for n in valid]
+    preferences = _Preferences(valid)
+    subjects = [pair for normalised, _ in preferences.carrying for pair in _subjects(normalised.item)]
+    pairs = list(dict.fromkeys([pair for found in sets for pair in found] + subjects))
+    purposes = {ANALYTICS} | set(minimisation_purposes()) | preferences.purposes()
+    states = _states(pairs, purposes)
+    # The ledger is only touched when a preference differs from what is recorded (rare: a new
+    # visitor or a changed choice); consent_from_segment_messages then compares and appends.
+    if preferences.carrying and preferences.change_anything(states):
+        recorded = consent_from_segment_messages(messages=[n.item for n, _ in preferences.carrying],
+                                                 source_key_id=source_key_id)
+        if recorded.recorded:
+            states = _states(pairs, purposes)
+    for normalised, found in zip(valid, sets, strict=True):
+        decision = set_consent(states[pair] for pair in found)
         reason = _admissible(decision)
         if reason is None:
             normalised = _minimised(normalised, decision.granted, path_type=path_type, source_id=source_id,
