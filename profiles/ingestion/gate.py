@@ -49,27 +49,38 @@ class Admitted:
     dropped: Counter = field(default_factory=Counter)
 
 
-def _hashed(kind: str, raw: str) -> bytes | None:
-    """Keyed hash of a normalised identifier, cached per process (a site repeats its visitors)."""
+def _hash_cache() -> dict[tuple[str, str], bytes | None]:
+    """The per-process cache of identifier hashes (a site repeats its visitors), emptied when
+    the hash key changes or the cache grows too large."""
     global _hash_key
     if _hash_key != settings.CDP_HASH_KEY or len(_hashes) > _HASH_CACHE_LIMIT:
         _hashes.clear()
         _hash_key = settings.CDP_HASH_KEY
-    key = (kind, raw)
-    if key not in _hashes:
-        value = normalize(kind, raw)
-        _hashes[key] = identity_hash(kind, value) if value else None
-    return _hashes[key]
+    return _hashes
 
 
-def identifier_set(normalised: Normalised) -> list[tuple[str, bytes]]:
-    """(kind, keyed hash) of the usable identifiers of one message."""
-    found = []
-    for kind, raw in normalised.identifiers:
-        digest = _hashed(kind, raw)
-        if digest is not None:
-            found.append((kind, digest))
-    return found
+def _hash_new(cache: dict, kind: str, raw: str) -> bytes | None:
+    value = normalize(kind, raw)
+    cache[(kind, raw)] = digest = identity_hash(kind, value) if value else None
+    return digest
+
+
+def identifier_sets(valid: list[Normalised]) -> tuple[list[tuple], list[tuple]]:
+    """Per message: the (kind, keyed hash) of its usable identifiers, and of those the consent
+    app records preferences for (its own userId and anonymousId, listed first)."""
+    cache = _hash_cache()
+    sets, subjects = [], []
+    for normalised in valid:
+        found, own = [], []
+        for position, (kind, raw) in enumerate(normalised.identifiers):
+            digest = cache[(kind, raw)] if (kind, raw) in cache else _hash_new(cache, kind, raw)
+            if digest is not None:
+                found.append((kind, digest))
+                if position < normalised.subject_ids:
+                    own.append((kind, digest))
+        sets.append(tuple(found))
+        subjects.append(tuple(own))
+    return sets, subjects
 
 
 def _preferences(item: dict | None) -> tuple[tuple[str, bool], ...]:
@@ -77,64 +88,55 @@ def _preferences(item: dict | None) -> tuple[tuple[str, bool], ...]:
     context = item.get("context") if item is not None else None
     consent = context.get("consent") if isinstance(context, dict) else None
     preferences = consent.get("categoryPreferences") if isinstance(consent, dict) else None
-    if not isinstance(preferences, dict):
+    if not isinstance(preferences, dict) or not preferences:
         return ()
-    return tuple((str(k), v) for k, v in preferences.items() if isinstance(v, bool))
+    return tuple((str(k), v) for k, v in preferences.items() if v is True or v is False)
 
 
-def _subjects(item: dict) -> list[tuple[str, bytes]]:
-    """The subjects the consent app records preferences for: the message's userId, anonymousId."""
+def _preference_decisions(valid: list[Normalised]) -> list[dict[str, bool] | None]:
+    """Per message, the purposes its consent context decides (None without one); CMP categories
+    are mapped once per distinct preference set of the batch."""
+    keys = reference.purpose_keys_by_id()
+    mapped: dict[tuple, dict[str, bool]] = {}
     found = []
-    for kind, key in (("user_id", "userId"), ("anonymous_id", "anonymousId")):
-        value = item.get(key)
-        if isinstance(value, str | int) and not isinstance(value, bool):
-            digest = _hashed(kind, str(value))
-            if digest is not None:
-                found.append((kind, digest))
+    for normalised in valid:
+        preferences = _preferences(normalised.item)
+        if not preferences:
+            found.append(None)
+            continue
+        if preferences not in mapped:
+            decisions, _ = reference.map_categories("segment", dict(preferences))
+            mapped[preferences] = {keys[purpose_id]: granted for purpose_id, granted in decisions.items()}
+        found.append(mapped[preferences])
     return found
+
+
+def _preferences_change(decisions: list, subjects: list, states: dict) -> bool:
+    """Whether some message states a decision one of its subjects does not hold now."""
+    for decided, own_subjects in zip(decisions, subjects, strict=True):
+        if not decided:
+            continue
+        for pair in own_subjects:
+            own = states[pair].own
+            for purpose, granted in decided.items():
+                if own.get(purpose) is not granted:
+                    return True
+    return False
 
 
 def _admissible(decision: SetConsent) -> str | None:
     """None when the message may be kept, else the reason it is dropped."""
-    granted_at = decision.granted_at.get(ANALYTICS)
-    if decision.suppressed_since is not None and (granted_at is None or granted_at <= decision.suppressed_since):
+    granted_at = decision.granted_at_us.get(ANALYTICS)
+    suppressed_since = decision.suppressed_since_us
+    if suppressed_since is not None and (granted_at is None or granted_at <= suppressed_since):
         return SUPPRESSED
     if ANALYTICS not in decision.granted:
         return NO_CONSENT
     return None
 
 
-class _Preferences:
-    """The batch's consent contexts mapped to purposes once per distinct preference set."""
-
-    def __init__(self, valid: list[Normalised]):
-        keys = reference.purpose_keys_by_id()
-        self.mapped: dict[tuple, dict[str, bool]] = {}
-        self.carrying: list[tuple[Normalised, dict[str, bool]]] = []
-        for normalised in valid:
-            preferences = _preferences(normalised.item)
-            if not preferences:
-                continue
-            if preferences not in self.mapped:
-                decisions, _ = reference.map_categories("segment", dict(preferences))
-                self.mapped[preferences] = {keys[purpose_id]: granted for purpose_id, granted in decisions.items()}
-            self.carrying.append((normalised, self.mapped[preferences]))
-
-    def purposes(self) -> set[str]:
-        return {purpose for decisions in self.mapped.values() for purpose in decisions}
-
-    def change_anything(self, states: dict) -> bool:
-        """Whether some message states a decision its subject does not hold now."""
-        for normalised, decisions in self.carrying:
-            for pair in _subjects(normalised.item):
-                own = states[pair].own if pair in states else {}
-                if any(own.get(purpose) is not granted for purpose, granted in decisions.items()):
-                    return True
-        return False
-
-
-def _states(pairs: list, purposes: set[str]) -> dict:
-    found = identifiers_consent(identifiers=pairs, purposes=purposes, dated=(ANALYTICS,))
+def _states(pairs: list, purposes: frozenset[str], own_purposes: set[str]) -> dict:
+    found = identifiers_consent(identifiers=pairs, purposes=purposes, own_purposes=own_purposes, dated=(ANALYTICS,))
     return dict(zip(pairs, found, strict=True))
 
 
@@ -145,21 +147,23 @@ def messages_admit(valid: list[Normalised], *, path_type: str | None, source_id:
     admitted = Admitted()
     if not valid:
         return admitted
-    sets = [identifier_set(n) for n in valid]
-    preferences = _Preferences(valid)
-    subjects = [pair for normalised, _ in preferences.carrying for pair in _subjects(normalised.item)]
-    pairs = list(dict.fromkeys([pair for found in sets for pair in found] + subjects))
-    purposes = {ANALYTICS} | set(minimisation_purposes()) | preferences.purposes()
-    states = _states(pairs, purposes)
+    sets, subjects = identifier_sets(valid)
+    decisions = _preference_decisions(valid)
+    pairs = list(dict.fromkeys(pair for found in sets for pair in found))
+    purposes = frozenset({ANALYTICS}) | minimisation_purposes()
+    own_purposes = {purpose for decided in decisions if decided for purpose in decided}
+    states = _states(pairs, purposes, own_purposes)
     # The ledger is only touched when a preference differs from what is recorded (rare: a new
     # visitor or a changed choice); consent_from_segment_messages then compares and appends.
-    if preferences.carrying and preferences.change_anything(states):
-        recorded = consent_from_segment_messages(messages=[n.item for n, _ in preferences.carrying],
-                                                 source_key_id=source_key_id)
-        if recorded.recorded:
-            states = _states(pairs, purposes)
+    if own_purposes and _preferences_change(decisions, subjects, states):
+        carrying = [n.item for n, decided in zip(valid, decisions, strict=True) if decided]
+        if consent_from_segment_messages(messages=carrying, source_key_id=source_key_id).recorded:
+            states = _states(pairs, purposes, own_purposes)
+    verdicts: dict[tuple, SetConsent] = {}  # a browser's batch repeats one visitor's identifiers
     for normalised, found in zip(valid, sets, strict=True):
-        decision = set_consent(states[pair] for pair in found)
+        decision = verdicts.get(found)
+        if decision is None:
+            decision = verdicts[found] = set_consent(states[pair] for pair in found)
         reason = _admissible(decision)
         if reason is None:
             normalised = _minimised(normalised, decision.granted, path_type=path_type, source_id=source_id,

@@ -58,6 +58,7 @@ class Normalised:
     item: dict | None = None
     index: int | None = None
     identifiers: tuple[tuple[str, str], ...] = ()
+    subject_ids: int = 0  # how many leading identifiers are the message's userId / anonymousId
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -129,7 +130,8 @@ def message_normalise(message: Message, item: dict, *, source_id: int, received_
                                                    "cannot be stored; remove it and replay.")
     row = (timestamp, original_text, sent_at, received_at, source_id, message_id, kind, *texts[1:7], *documents)
     normalised = Normalised(message_id=message_id, row=row, item=item,
-                            identifiers=message_identifiers(kind, texts[3], texts[4], texts[6], traits))
+                            identifiers=message_identifiers(kind, texts[3], texts[4], texts[6], traits),
+                            subject_ids=bool(texts[3]) + bool(texts[4]))
     if kind == "track" and name in ORDER_EVENTS:
         normalised.order, normalised.order_problem = order_from(message.properties or {}, timestamp=timestamp)
     return normalised, None
@@ -137,8 +139,9 @@ def message_normalise(message: Message, item: dict, *, source_id: int, received_
 
 def message_identifiers(kind: str, anonymous_id: str, user_id: str, previous_id: str,
                         traits: dict | None) -> tuple[tuple[str, str], ...]:
-    """The identifiers resolution would take from a message: its ids, an alias's previousId (as
-    either kind: resolution decides which), an identify's email and phone traits."""
+    """The identifiers resolution would take from a message: its userId and anonymousId (first,
+    in this order), an alias's previousId (as either kind: resolution decides which), an
+    identify's email and phone traits."""
     found = []
     if user_id:
         found.append(("user_id", user_id))

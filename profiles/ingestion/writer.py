@@ -68,9 +68,10 @@ def dedupe_claim(cursor, *, source_id: int, message_ids: list[str], received_at:
     if not message_ids:
         return set()
     # Server-side parameters: the id array travels as one value instead of being quoted into
-    # the statement text client-side (Django's default cursor does that).
+    # the statement text client-side (Django's default cursor does that); prepared once per
+    # connection, as it runs on every request.
     with psycopg.Cursor(cursor.connection) as bound:
-        bound.execute(DEDUPE_CLAIM, [source_id, received_at, sorted(message_ids)])
+        bound.execute(DEDUPE_CLAIM, [source_id, received_at, sorted(message_ids)], prepare=True)
         return {row[0] for row in bound.fetchall()}
 
 
