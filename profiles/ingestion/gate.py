@@ -83,31 +83,40 @@ def identifier_sets(valid: list[Normalised]) -> tuple[list[tuple], list[tuple]]:
     return sets, subjects
 
 
-def _preferences(item: dict | None) -> tuple[tuple[str, bool], ...]:
-    """`context.consent.categoryPreferences` as the consent app reads it (real booleans only)."""
+def _preferences(item: dict | None) -> dict | None:
+    """`context.consent.categoryPreferences` of a message, when it is a non-empty object."""
     context = item.get("context") if item is not None else None
-    consent = context.get("consent") if isinstance(context, dict) else None
-    preferences = consent.get("categoryPreferences") if isinstance(consent, dict) else None
-    if not isinstance(preferences, dict) or not preferences:
-        return ()
-    return tuple((str(k), v) for k, v in preferences.items() if v is True or v is False)
+    consent = context.get("consent") if context.__class__ is dict else None
+    preferences = consent.get("categoryPreferences") if consent.__class__ is dict else None
+    return preferences if preferences.__class__ is dict and preferences else None
+
+
+def _mapped(preferences: dict, keys: dict[int, str]) -> dict[str, bool] | None:
+    """Purpose -> granted as the consent app reads the preferences (real booleans only)."""
+    booleans = {str(k): v for k, v in preferences.items() if v is True or v is False}
+    if not booleans:
+        return None
+    decisions, _ = reference.map_categories("segment", booleans)
+    return {keys[purpose_id]: granted for purpose_id, granted in decisions.items()}
 
 
 def _preference_decisions(valid: list[Normalised]) -> list[dict[str, bool] | None]:
     """Per message, the purposes its consent context decides (None without one); CMP categories
-    are mapped once per distinct preference set of the batch."""
+    are mapped once per distinct preference set of the batch (a site sends the same few)."""
     keys = reference.purpose_keys_by_id()
-    mapped: dict[tuple, dict[str, bool]] = {}
+    mapped: dict[tuple, dict[str, bool] | None] = {}
     found = []
     for normalised in valid:
         preferences = _preferences(normalised.item)
-        if not preferences:
+        if preferences is None:
             found.append(None)
             continue
-        if preferences not in mapped:
-            decisions, _ = reference.map_categories("segment", dict(preferences))
-            mapped[preferences] = {keys[purpose_id]: granted for purpose_id, granted in decisions.items()}
-        found.append(mapped[preferences])
+        try:
+            key = tuple(preferences.items())
+            decided = mapped[key] if key in mapped else mapped.setdefault(key, _mapped(preferences, keys))
+        except TypeError:  # an unhashable value (a list, an object): never a decision, read slowly
+            decided = _mapped(preferences, keys)
+        found.append(decided)
     return found
 
 
@@ -150,7 +159,8 @@ def messages_admit(valid: list[Normalised], *, path_type: str | None, source_id:
     sets, subjects = identifier_sets(valid)
     decisions = _preference_decisions(valid)
     pairs = list(dict.fromkeys(pair for found in sets for pair in found))
-    purposes = frozenset({ANALYTICS}) | minimisation_purposes()
+    rule_purposes = minimisation_purposes()  # empty: no minimisation rule is active
+    purposes = frozenset({ANALYTICS}) | rule_purposes
     own_purposes = {purpose for decided in decisions if decided for purpose in decided}
     states = _states(pairs, purposes, own_purposes)
     # The ledger is only touched when a preference differs from what is recorded (rare: a new
@@ -165,7 +175,7 @@ def messages_admit(valid: list[Normalised], *, path_type: str | None, source_id:
         if decision is None:
             decision = verdicts[found] = set_consent(states[pair] for pair in found)
         reason = _admissible(decision)
-        if reason is None:
+        if reason is None and rule_purposes:
             normalised = _minimised(normalised, decision.granted, path_type=path_type, source_id=source_id,
                                     received_at=received_at, envelope_sent_at=envelope_sent_at)
             reason = MINIMISED_INVALID if normalised is None else None
