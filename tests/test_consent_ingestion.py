@@ -105,12 +105,19 @@ def test_a_grant_in_category_preferences_lets_its_own_message_in(client, source,
     key_id = SourceKey.objects.get(source=source).id
     assert records == [("anonymous_id", "advertising", False, "web_banner", key_id),
                        ("anonymous_id", "analytics", True, "web_banner", key_id)]
-    # Later events need no consent context: the decision is remembered; repeating it adds nothing.
+    # Later events need no consent context; repeating it adds nothing to the ledger.
     post(client, write_key, track(messageId="m-2"), with_consent(track(messageId="m-3")))
     assert sorted(Event.objects.values_list("message_id", flat=True)) == ["m-1", "m-2", "m-3"]
     assert ConsentRecord.objects.count() == 2
     assert dropped(source) == [("no_consent", 1)]
 
+
+def test_consent_a_request_carries_applies_to_all_of_its_messages(client, source, write_key):
+    """Recorded before any message is judged, as identify traits apply to the whole batch."""
+    post(client, write_key, track(anonymous_id="anon-y", messageId="y-0"),
+         with_consent(track(anonymous_id="anon-y", messageId="y-1")), track(anonymous_id="anon-z", messageId="z-0"))
+    assert sorted(Event.objects.values_list("message_id", flat=True)) == ["y-0", "y-1"]
+    assert dropped(source) == [("no_consent", 1)]
 
 def test_after_a_withdrawal_events_are_dropped(client, source, write_key):
     grant_analytics(client, write_key, user_ids=["u-7"])
@@ -345,3 +352,24 @@ def test_the_sources_screens_show_dropped_counts_beside_stored_and_rejected(clie
     html = detail.content.decode()
     assert "1 stored, 1 rejected, 2 dropped for lack of consent" in html
     assert "stranger" not in html  # counts only: nothing of a dropped event is kept or shown
+
+
+def test_the_gate_logs_no_personal_data(client, source, write_key, caplog, monkeypatch):
+    import logging
+
+    from cdp.logging import RedactPersonalData
+
+    monkeypatch.setattr(RedactPersonalData, "filter", lambda self, record: True)  # see what the code logs
+    caplog.set_level(logging.DEBUG)
+    identify = {"type": "identify", "userId": "usr-zz-40417", "anonymousId": "anon-zz-90210",
+                "traits": {"email": "zelda.zimmermann@example.org"}, "messageId": "zz-1"}
+    post(client, write_key, identify)
+    post(client, write_key, with_consent({**identify, "messageId": "zz-2"}),
+         track(anonymous_id="anon-zz-90210", messageId="zz-3"))
+    assert sorted(Event.objects.values_list("message_id", flat=True)) == ["zz-2", "zz-3"]
+    assert dropped(source) == [("no_consent", 1)]
+    logged = "\n".join(record.getMessage() + " " + " ".join(str(value) for value in vars(record).values())
+                       for record in caplog.records).lower()
+    assert any(record.getMessage() == "ingested" for record in caplog.records)
+    for needle in ("usr-zz-40417", "anon-zz-90210", "zelda", "zimmermann"):
+        assert needle not in logged
