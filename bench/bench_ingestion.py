@@ -66,13 +66,16 @@ CONSENT = {"categoryPreferences": {"Advertising": False, "Analytics": True, "Fun
 TOKEN = b"@@@@@@@@@@@@"  # replaced per request by a 12-digit number: fresh messageIds every time
 
 
-def message(i: int, token: str = TOKEN.decode()) -> dict:
+def message(i: int, token: str = TOKEN.decode(), fresh: bool = False) -> dict:
     """A track event shaped like segment-analytics-python's, with the consent context (about 440
     bytes as JSON)."""
     now = datetime.now(UTC).isoformat(timespec="milliseconds")
     return {
         "type": "track", "event": "Product Viewed", "userId": None,
-        "anonymousId": str(uuid.UUID(int=i * 7919 + 1)), "messageId": f"{token}-{i:03d}",
+        # A returning visitor (consent already recorded), or with --fresh-visitors a new one per
+        # request, whose consent context the ledger has to record first.
+        "anonymousId": f"new-{token}-{i:03d}" if fresh else str(uuid.UUID(int=i * 7919 + 1)),
+        "messageId": f"{token}-{i:03d}",
         "timestamp": now,
         "properties": {"product_id": f"SKU-{i % 50:04d}", "category": "Shoes", "price": 59.9},
         "context": {"library": {"name": "analytics-python", "version": "2.4.0"}, "consent": CONSENT},
@@ -80,9 +83,9 @@ def message(i: int, token: str = TOKEN.decode()) -> dict:
     }
 
 
-def body_template() -> bytes:
+def body_template(fresh_visitors: int = 0) -> bytes:
     sent_at = datetime.now(UTC).isoformat()
-    return orjson.dumps({"batch": [message(i) for i in range(BATCH)], "sentAt": sent_at})
+    return orjson.dumps({"batch": [message(i, fresh=i < fresh_visitors) for i in range(BATCH)], "sentAt": sent_at})
 
 
 def database_url() -> str:
@@ -238,6 +241,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each measured phase")
     parser.add_argument("--copy-rows", type=int, default=200_000, help="rows in the raw COPY reference")
     parser.add_argument("--port", type=int, default=18765)
+    parser.add_argument("--fresh-visitors", type=int, default=0,
+                        help="messages per batch from a visitor never seen (consent recorded in the ledger)")
     args = parser.parse_args()
 
     call_command("migrate", interactive=False, verbosity=0)
@@ -249,7 +254,7 @@ def main() -> None:
     import base64
 
     auth = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
-    template = body_template()
+    template = body_template(args.fresh_visitors)
 
     load_before = os.getloadavg()[0]
     copy_before = raw_copy_reference(source.id, args.copy_rows)
@@ -275,6 +280,9 @@ def main() -> None:
 
     stored = event_count()
     with connection.cursor() as cursor:
+        cursor.execute("SELECT coalesce(sum(count), 0) FROM profiles_droppedeventcount")
+        dropped_total = cursor.fetchone()[0]
+    with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) - count(DISTINCT message_id) FROM profiles_event")
         duplicates = cursor.fetchone()[0]
     # The raw limit again, after the HTTP phases: the machine is shared, so its load drifts.
@@ -286,7 +294,8 @@ def main() -> None:
           f"{copy_before:,.0f} rows/s before, {copy_after:,.0f} rows/s after the HTTP phases "
           f"(mean {copy_rate:,.0f}); load average {load_before:.1f} -> {load_after:.1f}")
     print(f"HTTP: gunicorn {args.workers} sync workers, {args.clients} client processes, POST /v1/batch of "
-          f"{BATCH} track events ({len(template) / 1024:.1f} KB)")
+          f"{BATCH} track events ({len(template) / 1024:.1f} KB), every message with its consent context; "
+          f"{args.fresh_visitors} new visitor(s) per batch")
     print(f"  throughput        {rate:10,.0f} events/s  ({ok * BATCH / elapsed / BATCH:,.0f} requests/s, "
           f"{failed} failed, {args.seconds:.0f} s)")
     print(f"  ratio to raw COPY {rate / copy_rate:10.2f}   (target >= 0.30 -> "
@@ -302,7 +311,7 @@ def main() -> None:
     answered = (ok + ok2) * BATCH
     print(f"  check: events in the table {stored:,}; answered 200 after warm-up {answered:,} "
           f"(+ warm-up) -> {'OK' if stored >= answered else 'LOST EVENTS'}")
-    print(f"  duplicates stored: {duplicates}")
+    print(f"  duplicates stored: {duplicates}; events dropped for lack of consent: {dropped_total}")
     print("Machine shared with other work; the load generator runs on the same 2 cores.")
 
 
