@@ -6,7 +6,8 @@ Runs in its own database (`cdp_bench` on the embedded server, or BENCH_DATABASE_
 1. raw limit: a single-connection psycopg COPY of the very rows ingestion writes (built by the
    ingestion code itself) into the same `profiles_event` table, same partitions and indexes;
 2. throughput: gunicorn (sync workers, the production server) serving `/v1/batch`, driven by
-   a multi-process Python load generator (http.client, closed loop) posting batches of 100
+   wrk (closed loop, 2 threads; a Lua script puts fresh messageIds in every body), or with
+   `--loadgen python` by a multi-process Python generator (http.client), posting batches of 100
    track events (as segment-analytics-python sends them, with the consent context analytics.js'
    consent wrapper adds: `context.consent.categoryPreferences` on every message), each with
    fresh messageIds; so every request goes through the consent gate (preferences compared with
@@ -26,9 +27,12 @@ import argparse
 import http.client
 import multiprocessing
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
@@ -202,6 +206,64 @@ def percentile(values: list[float], fraction: float) -> float:
     return values[min(len(values) - 1, int(fraction * len(values)))] * 1000 if values else float("nan")
 
 
+# -- wrk: the light closed-loop generator (its C client leaves the cores to the server) ------------
+
+WRK_SCRIPT = r"""
+local parts, thread_id, counter = {}, 0, 0
+local threads = 0
+function setup(thread)
+  thread:set("id", threads)
+  threads = threads + 1
+end
+function init(args)
+  local file = assert(io.open(args[1], "rb"))
+  local template = file:read("*a")
+  file:close()
+  local token = args[2]
+  local start = 1
+  while true do
+    local first, last = string.find(template, token, start, true)
+    if not first then break end
+    table.insert(parts, string.sub(template, start, first - 1))
+    start = last + 1
+  end
+  table.insert(parts, string.sub(template, start))
+  thread_id = id + tonumber(args[3])
+end
+function request()
+  counter = counter + 1
+  local body = table.concat(parts, string.format("%03d%09d", thread_id, counter))
+  return wrk.format("POST", "/v1/batch", nil, body)
+end
+"""
+
+
+def _wrk_ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk_load(*, port: int, auth: str, template: bytes, seconds: float, connections: int,
+             first_index: int) -> tuple[int, int, float, float, float]:
+    """(requests answered 2xx, failed, elapsed s, p50 ms, p99 ms) of a closed-loop wrk run."""
+    with tempfile.TemporaryDirectory() as folder:
+        body, script = Path(folder, "body.json"), Path(folder, "batch.lua")
+        body.write_bytes(template)
+        script.write_text(WRK_SCRIPT)
+        command = ["wrk", "-t2", f"-c{connections}", f"-d{int(seconds)}s", "--latency", "--timeout", "10s",
+                   "-H", f"Authorization: {auth}", "-H", "Content-Type: application/json", "-s", str(script),
+                   f"http://127.0.0.1:{port}/v1/batch", "--", str(body), TOKEN.decode(), str(first_index)]
+        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    total = int(re.search(r"(\d+) requests in ([\d.]+)(s|m)", output).group(1))
+    elapsed = float(re.search(r"requests in ([\d.]+)s", output).group(1))
+    failed = int(re.search(r"Non-2xx or 3xx responses: (\d+)", output).group(1)) if "Non-2xx" in output else 0
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    failed += sum(int(n) for n in errors.groups()) if errors else 0
+    p50 = _wrk_ms(re.search(r"50%\s+(\S+)", output).group(1))
+    p99 = _wrk_ms(re.search(r"99%\s+(\S+)", output).group(1))
+    return total - failed, failed, elapsed, p50, p99
+
+
 # -- gunicorn -----------------------------------------------------------------------------------
 
 def start_gunicorn(workers: int, port: int) -> subprocess.Popen:
@@ -241,6 +303,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each measured phase")
     parser.add_argument("--copy-rows", type=int, default=200_000, help="rows in the raw COPY reference")
     parser.add_argument("--port", type=int, default=18765)
+    parser.add_argument("--loadgen", choices=("wrk", "python"), default="wrk" if shutil.which("wrk") else "python",
+                        help="closed-loop generator for the throughput phase (the latency phase is always paced "
+                             "by the Python generator)")
     parser.add_argument("--fresh-visitors", type=int, default=0,
                         help="messages per batch from a visitor never seen (consent recorded in the ledger)")
     args = parser.parse_args()
@@ -268,7 +333,14 @@ def main() -> None:
             common = {"clients": args.clients, "host": "127.0.0.1", "port": args.port, "auth": auth,
                       "template": template}
             load(pool, seconds=3, rate=None, first_index=0, **common)  # warm-up: imports, connections
-            ok, failed, latencies, elapsed = load(pool, seconds=args.seconds, rate=None, first_index=100, **common)
+            if args.loadgen == "wrk":
+                ok, failed, elapsed, closed_p50, closed_p99 = wrk_load(
+                    port=args.port, auth=auth, template=template, seconds=args.seconds, connections=args.clients,
+                    first_index=100)
+            else:
+                ok, failed, latencies, elapsed = load(pool, seconds=args.seconds, rate=None, first_index=100,
+                                                      **common)
+                closed_p50, closed_p99 = percentile(latencies, .5), percentile(latencies, .99)
             rate = ok * BATCH / elapsed
             half = rate / 2
             ok2, failed2, latencies2, elapsed2 = load(pool, seconds=args.seconds, rate=half / BATCH,
@@ -293,14 +365,17 @@ def main() -> None:
     print(f"raw COPY reference: {args.copy_rows:,} ingestion rows into profiles_event, one connection: "
           f"{copy_before:,.0f} rows/s before, {copy_after:,.0f} rows/s after the HTTP phases "
           f"(mean {copy_rate:,.0f}); load average {load_before:.1f} -> {load_after:.1f}")
-    print(f"HTTP: gunicorn {args.workers} sync workers, {args.clients} client processes, POST /v1/batch of "
+    generator = (f"wrk, 2 threads, {args.clients} connections" if args.loadgen == "wrk"
+                 else f"{args.clients} Python client processes")
+    print(f"HTTP: gunicorn {args.workers} sync workers, {generator} (half-rate phase: {args.clients} paced Python "
+          f"clients), POST /v1/batch of "
           f"{BATCH} track events ({len(template) / 1024:.1f} KB), every message with its consent context; "
           f"{args.fresh_visitors} new visitor(s) per batch")
     print(f"  throughput        {rate:10,.0f} events/s  ({ok * BATCH / elapsed / BATCH:,.0f} requests/s, "
           f"{failed} failed, {args.seconds:.0f} s)")
     print(f"  ratio to raw COPY {rate / copy_rate:10.2f}   (target >= 0.30 -> "
           f"{'OK' if rate / copy_rate >= 0.30 else 'MISSED'})")
-    print(f"  closed-loop latency ms: p50 {percentile(latencies, .5):.1f}  p99 {percentile(latencies, .99):.1f}")
+    print(f"  closed-loop latency ms: p50 {closed_p50:.1f}  p99 {closed_p99:.1f}")
     achieved = ok2 * BATCH / elapsed2
     p99 = percentile(latencies2, .99)
     print(f"  at half rate ({half:,.0f} events/s offered, {achieved:,.0f} achieved, {failed2} failed): "
