@@ -28,6 +28,7 @@ import http.client
 import multiprocessing
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -239,8 +240,8 @@ end
 
 
 def _wrk_ms(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
 
 
 def wrk_load(*, port: int, auth: str, template: bytes, seconds: float, connections: int,
@@ -262,6 +263,58 @@ def wrk_load(*, port: int, auth: str, template: bytes, seconds: float, connectio
     p50 = _wrk_ms(re.search(r"50%\s+(\S+)", output).group(1))
     p99 = _wrk_ms(re.search(r"99%\s+(\S+)", output).group(1))
     return total - failed, failed, elapsed, p50, p99
+
+
+# -- where the CPU goes -------------------------------------------------------------------------
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _process_table() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds used so far)."""
+    table = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2:].split()
+        table[int(stat.parent.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / TICKS)
+    return table
+
+
+def _tree_seconds(table: dict, root: int) -> float:
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+    total, stack = 0.0, [root]
+    while stack:
+        pid = stack.pop()
+        total += table.get(pid, (0, 0.0))[1]
+        stack.extend(children.get(pid, []))
+    return total
+
+
+def _machine_seconds() -> float:
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(values) - values[3] - values[4]) / TICKS  # all but idle and iowait
+
+
+def cpu_snapshot(web_pid: int, postmaster_pid: int | None) -> dict[str, float]:
+    table = _process_table()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"web": _tree_seconds(table, web_pid), "postgres": _tree_seconds(table, postmaster_pid) if postmaster_pid
+            else 0.0, "wrk": children.ru_utime + children.ru_stime, "machine": _machine_seconds()}
+
+
+def postmaster_pid() -> int | None:
+    """The embedded server's postmaster (its backends are its children); None for another server."""
+    if os.environ.get("BENCH_DATABASE_URL"):
+        return None
+    from django.conf import settings
+
+    pidfile = Path(settings.CDP_DATA_DIR) / "pg" / "postmaster.pid"
+    return int(pidfile.read_text().split()[0]) if pidfile.exists() else None
 
 
 # -- gunicorn -----------------------------------------------------------------------------------
@@ -333,6 +386,8 @@ def main() -> None:
             common = {"clients": args.clients, "host": "127.0.0.1", "port": args.port, "auth": auth,
                       "template": template}
             load(pool, seconds=3, rate=None, first_index=0, **common)  # warm-up: imports, connections
+            master = postmaster_pid()
+            cpu_before = cpu_snapshot(server.pid, master)
             if args.loadgen == "wrk":
                 ok, failed, elapsed, closed_p50, closed_p99 = wrk_load(
                     port=args.port, auth=auth, template=template, seconds=args.seconds, connections=args.clients,
@@ -341,6 +396,7 @@ def main() -> None:
                 ok, failed, latencies, elapsed = load(pool, seconds=args.seconds, rate=None, first_index=100,
                                                       **common)
                 closed_p50, closed_p99 = percentile(latencies, .5), percentile(latencies, .99)
+            cpu_after = cpu_snapshot(server.pid, master)
             rate = ok * BATCH / elapsed
             half = rate / 2
             ok2, failed2, latencies2, elapsed2 = load(pool, seconds=args.seconds, rate=half / BATCH,
@@ -376,6 +432,14 @@ def main() -> None:
     print(f"  ratio to raw COPY {rate / copy_rate:10.2f}   (target >= 0.30 -> "
           f"{'OK' if rate / copy_rate >= 0.30 else 'MISSED'})")
     print(f"  closed-loop latency ms: p50 {closed_p50:.1f}  p99 {closed_p99:.1f}")
+    used = {name: cpu_after[name] - cpu_before[name] for name in cpu_before}
+    requests_done = max(1, ok + failed)
+    parts = [("web workers", used["web"]), ("PostgreSQL", used["postgres"])]
+    if args.loadgen == "wrk":
+        parts.append(("wrk", used["wrk"]))
+    parts.append(("everything else on the machine", used["machine"] - sum(value for _, value in parts)))
+    print(f"  CPU in the closed-loop phase ({used['machine']:.1f} s busy of {os.cpu_count()} cores x {elapsed:.0f} s): "
+          + ", ".join(f"{name} {value:.1f} s ({value / requests_done * 1000:.2f} ms/request)" for name, value in parts))
     achieved = ok2 * BATCH / elapsed2
     p99 = percentile(latencies2, .99)
     print(f"  at half rate ({half:,.0f} events/s offered, {achieved:,.0f} achieved, {failed2} failed): "

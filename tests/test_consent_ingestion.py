@@ -269,17 +269,18 @@ def statements_sent():
 
 def test_a_batch_costs_the_same_queries_whatever_its_size(client, source, write_key, django_assert_num_queries):
     """Per request, whatever the batch size, with every message carrying its consent context: one
-    read of consent and suppression states, the dedupe claim and one COPY; never a query per
-    message (the ledger is written only when a preference changes)."""
+    read of consent and suppression states, and one statement that claims the message ids and
+    inserts the new events; never a query per message (the ledger is written only when a
+    preference changes)."""
     grant = [with_consent(track(anonymous_id=f"v-{n}")) for n in range(100)]
     post(client, write_key, *grant)  # records the decisions once, warms the source and key caches
     for size in (1, 100):
         batch = [with_consent(track(anonymous_id=f"v-{n}")) for n in range(size)]
         # No ORM query at all: Django sees only the savepoint pair standing in for BEGIN / COMMIT
-        # here; the consent read, the dedupe claim and the COPY use the raw psycopg cursor.
+        # here; the consent read and the insert use the raw psycopg cursor.
         with django_assert_num_queries(2), statements_sent() as sent:
             post(client, write_key, *batch)
-        assert sent == ["SAVEPOINT", "(bound)", "(bound)", "COPY", "RELEASE"]
+        assert sent == ["SAVEPOINT", "(bound)", "(bound)", "RELEASE"]
     assert Event.objects.count() == 201
     assert ConsentRecord.objects.count() == 200
 

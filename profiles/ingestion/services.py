@@ -365,11 +365,8 @@ def _store_once(prepared: Prepared, *, source: SourceSettings, received_at: date
     rejections = prepared.rejections + _order_rejections(prepared, kept)
     with connection.cursor() as wrapper:
         cursor = wrapper.cursor
-        fresh = writer.dedupe_claim(cursor, source_id=source.id, received_at=received_at,
-                                    message_ids=[n.message_id for n in kept])
-        rows = [n.row for n in kept if n.message_id in fresh]
-        if rows:
-            writer.events_copy(cursor, rows)
+        stored = writer.events_insert_fresh(cursor, source_id=source.id, received_at=received_at,
+                                            rows=[n.row for n in kept])
         orders = {}
         for normalised in kept:
             if normalised.order is not None:
@@ -380,9 +377,9 @@ def _store_once(prepared: Prepared, *, source: SourceSettings, received_at: date
             writer.rejections_copy(cursor, rejections)
         # Last statement before COMMIT: the counter row lock is held for the commit only.
         writer.dropped_count(cursor, source_id=source.id, received_at=received_at, counts=admitted.dropped)
-    hooks.events_ingested(source_id=source.id, count=len(rows))
+    hooks.events_ingested(source_id=source.id, count=stored)
     dropped = sum(admitted.dropped.values())
-    return Stored(len(rows), len(kept) - len(rows) + prepared.duplicates_in_request, dropped, len(rejections))
+    return Stored(stored, len(kept) - stored + prepared.duplicates_in_request, dropped, len(rejections))
 
 
 # -- maintenance -------------------------------------------------------------------------------
