@@ -117,6 +117,22 @@ class EventDedupeAdmin(admin.ModelAdmin):
         return False
 
 
+@admin.register(models.DroppedEventCount)
+class DroppedEventCountAdmin(admin.ModelAdmin):
+    """Counts of events not kept for lack of consent: read-only, written by ingestion only."""
+
+    list_display = ("source", "hour", "reason", "count")
+    list_filter = ("reason",)
+    list_select_related = ("source",)
+    date_hierarchy = "hour"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
 # --- imports
 
 

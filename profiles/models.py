@@ -407,6 +407,33 @@ class EventDedupe(models.Model):
         return f"{self.source_id}:{self.message_id}"
 
 
+
+class DroppedEventCount(models.Model):
+    """Events received but not kept because consent did not allow it: only a count per source,
+    hour and reason (issue 6: no analytics consent -> nothing of the event is stored).
+
+    Ingestion upserts one row per (source, hour, reason) per request, as its last statement, so
+    the row lock is held only for the commit. Nothing else is kept: no message id, no identifier.
+    """
+
+    class Reason(models.TextChoices):
+        NO_CONSENT = "no_consent", "No analytics consent"
+        SUPPRESSED = "suppressed", "Identifier of an erased person"
+        MINIMISED_INVALID = "minimised_invalid", "Invalid once minimised"
+
+    # The unique constraint leads with source_id (it serves the screens' per-source reads too).
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, db_index=False, related_name="+")
+    hour = models.DateTimeField(help_text="start of the UTC hour the events were received in")
+    reason = models.CharField(max_length=30, choices=Reason.choices)
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["source", "hour", "reason"], name="dropped_source_hour_uniq")]
+
+    def __str__(self):
+        return f"{self.source_id} {self.hour:%Y-%m-%d %H}h {self.reason}: {self.count}"
+
+
 # --- imports
 # File imports (CRM, transactions, enrichment), their reusable column mappings, row-level error
 # reports, and what an import hands on to identity resolution (pending merges). Consent columns go

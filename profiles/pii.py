@@ -35,6 +35,7 @@ NO_PII = [
     NoPii("profiles.SourceKey", "hashed API keys"),
     NoPii("profiles.Product", "catalogue"),
     NoPii("profiles.EventDedupe", "source id, the client's random message id and a time"),
+    NoPii("profiles.DroppedEventCount", "counts of events not kept for lack of consent, per source, hour and reason"),
     NoPii("profiles.ImportMapping", "configuration: header names and label maps"),
     NoPii("profiles.BlockedIdentifier", "placeholder values that identify nobody (undefined, test@test.com, ...)"),
     NoPii("profiles.IdentityRebuild", "run log with counts"),

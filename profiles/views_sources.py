@@ -118,9 +118,12 @@ def source_detail(request, source_id):
 def _render_detail(request, source, form, status=200):
     volume = selectors.source_hourly_volume(source_id=source.pk)
     chart = {"labels": [row["hour"].strftime("%d %H:00") for row in volume],
-             "accepted": [row["accepted"] for row in volume], "rejected": [row["rejected"] for row in volume]}
+             "accepted": [row["accepted"] for row in volume], "rejected": [row["rejected"] for row in volume],
+             "dropped": [row["dropped"] for row in volume]}
     context = {"source": source, "form": form, "keys": selectors.source_keys(source=source), "chart": chart,
                "volume_total": sum(chart["accepted"]), "rejected_total": sum(chart["rejected"]),
+               "dropped_total": sum(chart["dropped"]),
+               "dropped_reasons": selectors.source_dropped_reasons(source_id=source.pk),
                "reasons": selectors.rejected_reason_counts(source_id=source.pk), "overlaps": OVERLAP_CHOICES}
     return render(request, "profiles/sources/detail.html", context, status=status)
 

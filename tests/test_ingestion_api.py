@@ -15,6 +15,7 @@ from django.utils import timezone
 from cdp import apikeys
 from profiles.ingestion import services
 from profiles.models import Event, EventDedupe, RejectedEvent, Source, SourceKey, Transaction, TransactionItem
+from tests.ingestion_helpers import grant_analytics
 
 
 @pytest.fixture(autouse=True)
@@ -30,8 +31,13 @@ def source(db):
 
 
 @pytest.fixture
-def write_key(source):
-    return apikeys.source_key_create(source=source, kind=SourceKey.Kind.WRITE)[1]
+def write_key(client, source):
+    key = apikeys.source_key_create(source=source, kind=SourceKey.Kind.WRITE)[1]
+    # The site's consent manager has recorded analytics consent for the visitors these tests
+    # send as (consent is per person, so it covers every source); test_consent_ingestion.py
+    # covers events without it.
+    grant_analytics(client, key, user_ids=["u", "u1", "u2", "42", "7"], anonymous_ids=["anon-1", "anon-9", "a", "a1"])
+    return key
 
 
 def basic(key: str) -> str:

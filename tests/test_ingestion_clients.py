@@ -18,6 +18,7 @@ from django.db import connections
 from cdp import apikeys
 from profiles.ingestion import services
 from profiles.models import Event, RejectedEvent, Source, SourceKey, Transaction
+from tests.ingestion_helpers import grant_analytics
 
 
 @pytest.fixture(autouse=True)
@@ -45,8 +46,13 @@ def source(transactional_db):
 
 
 @pytest.fixture
-def write_key(source):
-    return apikeys.source_key_create(source=source, kind=SourceKey.Kind.WRITE)[1]
+def write_key(source, client):
+    key = apikeys.source_key_create(source=source, kind=SourceKey.Kind.WRITE)[1]
+    # The site's consent manager recorded analytics consent for the visitors these tests send as
+    # (test_consent_ingestion.py sends the consent context with the library itself).
+    grant_analytics(client, key, user_ids=["u-1", "u-9", "u-3", "u1", "u-c"],
+                    anonymous_ids=["anon-1", "anon-2", "fdb9f691", "a-1"])
+    return key
 
 
 WHEN = datetime(2026, 11, 20, 10, 0, 0, 123000, tzinfo=UTC)

@@ -14,6 +14,7 @@ from cdp import apikeys
 from consent.models import AuditEntry
 from profiles.ingestion import services
 from profiles.models import Event, RejectedEvent, Source, SourceKey, Transaction
+from tests.ingestion_helpers import grant_analytics
 
 
 @pytest.fixture(autouse=True)
@@ -24,8 +25,12 @@ def _fresh_caches():
 
 
 @pytest.fixture
-def source(db):
-    return Source.objects.create(name="Shop", kind=Source.Kind.WEBSITE)
+def source(client, db):
+    source = Source.objects.create(name="Shop", kind=Source.Kind.WEBSITE)
+    # The site's consent manager (its own key) recorded analytics consent for these visitors.
+    grant_analytics(client, apikeys.source_key_create(source=source, kind=SourceKey.Kind.WRITE)[1],
+                    user_ids=["u", "u1"], anonymous_ids=["a"])
+    return source
 
 
 @pytest.fixture

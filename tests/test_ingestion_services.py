@@ -20,6 +20,7 @@ import requests
 from cdp import apikeys
 from profiles.models import Event, Source, SourceKey
 from tests.conftest import database_url_for_children
+from tests.ingestion_helpers import CONSENT
 
 pytestmark = [
     pytest.mark.services,
@@ -67,7 +68,8 @@ def test_the_quota_holds_across_gunicorn_workers(gunicorn):
         time.sleep(61 - time.time() % 60)
     statuses, retry_after = [], set()
     for request in range(30):
-        batch = [{"type": "track", "event": "E", "userId": "u", "messageId": f"q-{request}-{i}"} for i in range(100)]
+        batch = [{"type": "track", "event": "E", "userId": "u", "messageId": f"q-{request}-{i}", "context": CONSENT}
+                 for i in range(100)]
         response = requests.post(f"{gunicorn}/v1/batch", data=orjson.dumps({"batch": batch}), headers=auth, timeout=30)
         statuses.append(response.status_code)
         if response.status_code == 429:

@@ -11,6 +11,7 @@ from cdp import apikeys
 from profiles.ingestion import services
 from profiles.models import Event, RejectedEvent, Source, SourceKey
 from tests.helpers import browser_login
+from tests.ingestion_helpers import CONSENT
 
 pytestmark = pytest.mark.browser
 
@@ -24,7 +25,7 @@ def _fresh_caches():
 
 def _post_track(live_server, key: str, message_id: str) -> requests.Response:
     auth = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
-    body = {"userId": "u-1", "event": "Clicked", "messageId": message_id}
+    body = {"userId": "u-1", "event": "Clicked", "messageId": message_id, "context": CONSENT}
     return requests.post(f"{live_server.url}/v1/track", data=orjson.dumps(body), timeout=10,
                          headers={"Authorization": auth, "Connection": "close"})
 

@@ -13,6 +13,7 @@ from cdp import apikeys
 from consent.models import AuditEntry
 from profiles.ingestion import services
 from profiles.models import Event, RejectedEvent, Source, SourceKey
+from tests.ingestion_helpers import CONSENT
 
 
 @pytest.fixture(autouse=True)
@@ -181,7 +182,7 @@ def test_editing_origins_and_deactivating(client, users, source, key):
 
 def test_source_page_shows_hourly_volume_and_rejections(client, users, source, key, rejected):
     auth = "Basic " + base64.b64encode(f"{key[1]}:".encode()).decode()
-    body = {"batch": [{"type": "track", "event": "E", "userId": "u"} for _ in range(3)]}
+    body = {"batch": [{"type": "track", "event": "E", "userId": "u", "context": CONSENT} for _ in range(3)]}
     assert client.generic("POST", "/v1/batch", orjson.dumps(body), HTTP_AUTHORIZATION=auth).status_code == 200
     client.force_login(users["dan"])
     response = client.get(reverse("profiles:source-detail", args=[source.pk]))
@@ -219,7 +220,7 @@ def test_viewing_a_payload_is_audited_and_a_correction_replays(client, users, so
     assert AuditEntry.objects.filter(action="rejected_event.viewed", actor=users["dan"]).count() == 1
     bad = client.post(reverse("profiles:rejected-detail", args=[rejected.pk]), {"payload": "{nope"})
     assert bad.status_code == 400 and "Not valid JSON" in bad.content.decode()
-    fixed = '{"userId": "u1", "messageId": "fix-me", "event": "Fixed"}'
+    fixed = orjson.dumps({"userId": "u1", "messageId": "fix-me", "event": "Fixed", "context": CONSENT}).decode()
     assert client.post(reverse("profiles:rejected-detail", args=[rejected.pk]), {"payload": fixed}).status_code == 302
     response = client.post(reverse("profiles:rejected-replay", args=[rejected.pk]), follow=True)
     assert "Stored 1 event(s)" in response.content.decode()

@@ -4,6 +4,8 @@
 - `validation`: the compiled per-message validator (msgspec) and the Segment rules.
 - `normalisation`: a valid message -> an events-table row (clock skew, ids, traits, extra) and
   the transaction an `Order Completed` event carries.
-- `writer`: set-based SQL and COPY into the events, dedupe, transactions and rejections tables.
+- `gate`: consent at the door: preferences recorded, analytics and suppression checked,
+  minimisation applied, the rest counted as dropped (one read per request).
+- `writer`: set-based SQL into the events, dedupe, transactions, rejections and dropped counts.
 - `services`: the operations the API, the screens and the replay command call.
 """

@@ -53,6 +53,12 @@ class Normalised:
     row: tuple
     order: Order | None = None
     order_problem: Problem | None = None
+    # For the consent gate: the message as received (envelope merged), its batch index, and the
+    # (kind, raw value) identifiers identity resolution would read from it.
+    item: dict | None = None
+    index: int | None = None
+    identifiers: tuple[tuple[str, str], ...] = ()
+    subject_ids: int = 0  # how many leading identifiers are the message's userId / anonymousId
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -123,10 +129,32 @@ def message_normalise(message: Message, item: dict, *, source_id: int, received_
         return None, Problem("invalid_characters", "The message contains the NUL character (\\u0000), which "
                                                    "cannot be stored; remove it and replay.")
     row = (timestamp, original_text, sent_at, received_at, source_id, message_id, kind, *texts[1:7], *documents)
-    normalised = Normalised(message_id=message_id, row=row)
+    normalised = Normalised(message_id=message_id, row=row, item=item,
+                            identifiers=message_identifiers(kind, texts[3], texts[4], texts[6], traits),
+                            subject_ids=bool(texts[3]) + bool(texts[4]))
     if kind == "track" and name in ORDER_EVENTS:
         normalised.order, normalised.order_problem = order_from(message.properties or {}, timestamp=timestamp)
     return normalised, None
+
+
+def message_identifiers(kind: str, anonymous_id: str, user_id: str, previous_id: str,
+                        traits: dict | None) -> tuple[tuple[str, str], ...]:
+    """The identifiers resolution would take from a message: its userId and anonymousId (first,
+    in this order), an alias's previousId (as either kind: resolution decides which), an
+    identify's email and phone traits."""
+    found = []
+    if user_id:
+        found.append(("user_id", user_id))
+    if anonymous_id:
+        found.append(("anonymous_id", anonymous_id))
+    if kind == "alias" and previous_id:
+        found += [("user_id", previous_id), ("anonymous_id", previous_id)]
+    elif kind == "identify" and traits:
+        for trait in ("email", "phone"):
+            value = traits.get(trait)
+            if isinstance(value, str | int) and not isinstance(value, bool) and value != "":
+                found.append((trait, str(value)))
+    return tuple(found)
 
 
 def _amount(value, label: str) -> Decimal:

@@ -3,10 +3,10 @@
 from datetime import datetime, timedelta
 
 from django.db import connection
-from django.db.models import Count, Max, Q
+from django.db.models import Count, Max, Q, Sum
 from django.utils import timezone
 
-from profiles.models import RejectedEvent, Source, SourceKey
+from profiles.models import DroppedEventCount, RejectedEvent, Source, SourceKey
 
 # Accepted volume comes from the dedupe table: one row per stored message, with its receipt
 # time (BRIN eventdedupe_received_brin narrows to the window), so no scan of the events table.
@@ -21,7 +21,8 @@ def _hour(moment: datetime) -> datetime:
 
 
 def source_overview_list() -> list[Source]:
-    """Every source with its active keys, events stored and rejections in the last 24 hours."""
+    """Every source with its active keys, events stored, rejected and dropped (consent) in the
+    last 24 hours (dropped counts are kept per hour: the current hour and the 23 before it)."""
     since = timezone.now() - timedelta(hours=24)
     sources = list(Source.objects.annotate(
         active_keys=Count("keys", filter=Q(keys__revoked_at__isnull=True) & (
@@ -37,16 +38,21 @@ def source_overview_list() -> list[Source]:
                    .values_list("source_id").annotate(n=Count("id")).order_by())
     last_used = dict(SourceKey.objects.filter(last_used_at__isnull=False).values_list("source_id")
                      .annotate(last=Max("last_used_at")).order_by())
+    # Unique index dropped_source_hour_uniq (source_id, hour, reason); the table holds counts only.
+    dropped = dict(DroppedEventCount.objects.filter(hour__gt=since).values_list("source_id")
+                   .annotate(n=Sum("count")).order_by())
     for source in sources:
         source.events_24h = accepted.get(source.id, 0)
         source.rejected_24h = rejected.get(source.id, 0)
         source.rejected_pending = pending.get(source.id, 0)
         source.last_used_at = last_used.get(source.id)
+        source.dropped_24h = dropped.get(source.id, 0)
     return sources
 
 
 def source_hourly_volume(*, source_id: int, hours: int = 48) -> list[dict]:
-    """Stored and rejected messages per hour for the last `hours` hours, zero-filled, oldest first."""
+    """Stored, rejected and dropped (consent) messages per hour for the last `hours` hours,
+    zero-filled, oldest first."""
     now = timezone.now()
     first = _hour(now) - timedelta(hours=hours - 1)
     with connection.cursor() as cursor:
@@ -57,11 +63,25 @@ def source_hourly_volume(*, source_id: int, hours: int = 48) -> list[dict]:
     rejected: dict[datetime, int] = {}
     for received_at in rejected_rows.iterator():
         rejected[_hour(received_at)] = rejected.get(_hour(received_at), 0) + 1
+    dropped: dict[datetime, int] = {}
+    for hour, count in DroppedEventCount.objects.filter(source_id=source_id, hour__gte=first).values_list(
+            "hour", "count"):
+        dropped[hour] = dropped.get(hour, 0) + count
     series = []
     for index in range(hours):
         hour = first + timedelta(hours=index)
-        series.append({"hour": hour, "accepted": accepted.get(hour, 0), "rejected": rejected.get(hour, 0)})
+        series.append({"hour": hour, "accepted": accepted.get(hour, 0), "rejected": rejected.get(hour, 0),
+                       "dropped": dropped.get(hour, 0)})
     return series
+
+
+def source_dropped_reasons(*, source_id: int, hours: int = 48) -> list[tuple[str, int]]:
+    """Events not kept for lack of consent in the last `hours` hours, per reason (label, count)."""
+    first = _hour(timezone.now()) - timedelta(hours=hours - 1)
+    labels = dict(DroppedEventCount.Reason.choices)
+    rows = (DroppedEventCount.objects.filter(source_id=source_id, hour__gte=first).values_list("reason")
+            .annotate(n=Sum("count")).order_by("-n", "reason"))
+    return [(labels.get(reason, reason), count) for reason, count in rows]
 
 
 def source_keys(*, source: Source) -> list[SourceKey]:

@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from cdp import apikeys, hooks
 from consent.services import audit_record
-from profiles.ingestion import writer
+from profiles.ingestion import gate, writer
 from profiles.ingestion.body import KEPT_PREFIX_BYTES, Decoded, body_decode, text_for_storage
 from profiles.ingestion.normalisation import Normalised, message_normalise
 from profiles.ingestion.validation import Problem, message_check
@@ -72,6 +72,7 @@ class IngestResult:
     stored: int = 0
     duplicates: int = 0
     rejected: int = 0
+    dropped: int = 0
     retry_after: int | None = None
 
     def body(self) -> dict:
@@ -85,6 +86,20 @@ class Prepared:
     valid: list[Normalised] = field(default_factory=list)
     rejections: list[dict] = field(default_factory=list)
     duplicates_in_request: int = 0
+    # What the consent gate needs to normalise a minimised message again and to report an order.
+    path_type: str | None = None
+    source_id: int = 0
+    received_at: datetime | None = None
+    endpoint: str = ""
+    envelope_sent_at: str | None = None
+
+
+@dataclass(slots=True)
+class Stored:
+    stored: int = 0
+    duplicates: int = 0
+    dropped: int = 0
+    rejected: int = 0
 
 
 def route_limit(endpoint: str) -> int:
@@ -207,11 +222,13 @@ def request_ingest(*, incoming: Incoming) -> IngestResult:
         result = IngestResult(status=400, code=rejection["reason"], message=rejection["message"])
     else:
         result = IngestResult()
-    stored, duplicates = messages_store(prepared, source=source, received_at=incoming.received_at)
-    result.stored, result.duplicates, result.rejected = stored, duplicates, len(prepared.rejections)
+    outcome = messages_store(prepared, source=source, received_at=incoming.received_at, source_key_id=resolved.key_id)
+    result.stored, result.duplicates, result.dropped = outcome.stored, outcome.duplicates, outcome.dropped
+    result.rejected = outcome.rejected
     # Debug: one line per request is the access log's job; refusals and problems log at INFO.
-    logger.debug("ingested", extra={"source_id": source.id, "endpoint": incoming.endpoint, "stored": stored,
-                                   "duplicates": duplicates, "rejected": result.rejected})
+    logger.debug("ingested", extra={"source_id": source.id, "endpoint": incoming.endpoint, "stored": outcome.stored,
+                                   "duplicates": outcome.duplicates, "rejected": result.rejected,
+                                   "dropped": outcome.dropped})
     return result
 
 
@@ -277,9 +294,11 @@ def _with_envelope(item: dict, envelope: dict) -> dict:
 
 def messages_prepare(items: list[tuple[int | None, object]], *, path_type: str | None, envelope: dict,
                      source_id: int, received_at: datetime, endpoint: str, check_sizes: bool) -> Prepared:
-    """Validate and normalise; invalid messages become rejection rows with their batch index."""
-    prepared, seen = Prepared(), set()
+    """Validate and normalise; invalid messages become rejection rows with their batch index (an
+    order's problem is reported later, only if consent lets its event be kept)."""
     envelope_sent_at = envelope.get("sentAt") if isinstance(envelope.get("sentAt"), str) else None
+    prepared, seen = Prepared(path_type=path_type, source_id=source_id, received_at=received_at, endpoint=endpoint,
+                              envelope_sent_at=envelope_sent_at), set()
     merge = path_type is None and any(isinstance(envelope.get(k), dict) for k in ("context", "integrations"))
     max_bytes = settings.CDP_INGEST_MAX_MESSAGE_BYTES
     for index, original in items:
@@ -300,11 +319,15 @@ def messages_prepare(items: list[tuple[int | None, object]], *, path_type: str |
             prepared.duplicates_in_request += 1
             continue
         seen.add(normalised.message_id)
+        normalised.index = index
         prepared.valid.append(normalised)
-        if normalised.order_problem:
-            prepared.rejections.append(_item_rejection(item, index, normalised.order_problem, source_id, received_at,
-                                                       endpoint, envelope_sent_at))
     return prepared
+
+
+def _order_rejections(prepared: Prepared, kept: list[Normalised]) -> list[dict]:
+    """Kept events whose order part is invalid: the event is stored, its transaction rejected."""
+    return [_item_rejection(n.item, n.index, n.order_problem, prepared.source_id, prepared.received_at,
+                            prepared.endpoint, prepared.envelope_sent_at) for n in kept if n.order_problem]
 
 
 def _item_rejection(item, index, problem, source_id, received_at, endpoint, envelope_sent_at) -> dict:
@@ -318,12 +341,13 @@ def _item_rejection(item, index, problem, source_id, received_at, endpoint, enve
                           index=index, payload=payload)
 
 
-def messages_store(prepared: Prepared, *, source: SourceSettings, received_at: datetime) -> tuple[int, int]:
-    """Write one request's events (deduplicated), orders and rejections in one transaction;
-    return (stored, duplicates). Retries a deadlock between concurrent retries of a batch."""
+def messages_store(prepared: Prepared, *, source: SourceSettings, received_at: datetime,
+                   source_key_id: int | None = None) -> Stored:
+    """Admit by consent, then write one request's events (deduplicated), orders, rejections and
+    dropped counts in one transaction. Retries a deadlock between concurrent retries of a batch."""
     for attempt in range(3):
         try:
-            return _store_once(prepared, source=source, received_at=received_at)
+            return _store_once(prepared, source=source, received_at=received_at, source_key_id=source_key_id)
         except OperationalError as exc:
             if attempt == 2 or "deadlock" not in str(exc):
                 raise
@@ -332,24 +356,30 @@ def messages_store(prepared: Prepared, *, source: SourceSettings, received_at: d
 
 
 @transaction.atomic
-def _store_once(prepared: Prepared, *, source: SourceSettings, received_at: datetime) -> tuple[int, int]:
+def _store_once(prepared: Prepared, *, source: SourceSettings, received_at: datetime,
+                source_key_id: int | None) -> Stored:
+    admitted = gate.messages_admit(prepared.valid, path_type=prepared.path_type, source_id=source.id,
+                                   received_at=received_at, envelope_sent_at=prepared.envelope_sent_at,
+                                   source_key_id=source_key_id)
+    kept = admitted.kept
+    rejections = prepared.rejections + _order_rejections(prepared, kept)
     with connection.cursor() as wrapper:
         cursor = wrapper.cursor
-        fresh = writer.dedupe_claim(cursor, source_id=source.id, received_at=received_at,
-                                    message_ids=[n.message_id for n in prepared.valid])
-        rows = [n.row for n in prepared.valid if n.message_id in fresh]
-        if rows:
-            writer.events_copy(cursor, rows)
+        stored = writer.events_insert_fresh(cursor, source_id=source.id, received_at=received_at,
+                                            rows=[n.row for n in kept])
         orders = {}
-        for normalised in prepared.valid:
+        for normalised in kept:
             if normalised.order is not None:
                 orders.setdefault(normalised.order.order_id, normalised.order)
         writer.orders_insert(cursor, source_id=source.id, channel=source.channel, orders=list(orders.values()),
                              created_at=timezone.now())
-        if prepared.rejections:
-            writer.rejections_copy(cursor, prepared.rejections)
-    hooks.events_ingested(source_id=source.id, count=len(rows))
-    return len(rows), len(prepared.valid) - len(rows) + prepared.duplicates_in_request
+        if rejections:
+            writer.rejections_copy(cursor, rejections)
+        # Last statement before COMMIT: the counter row lock is held for the commit only.
+        writer.dropped_count(cursor, source_id=source.id, received_at=received_at, counts=admitted.dropped)
+    hooks.events_ingested(source_id=source.id, count=stored)
+    dropped = sum(admitted.dropped.values())
+    return Stored(stored, len(kept) - stored + prepared.duplicates_in_request, dropped, len(rejections))
 
 
 # -- maintenance -------------------------------------------------------------------------------
@@ -376,6 +406,7 @@ class ReplayOutcome:
     stored: int = 0
     duplicates: int = 0
     rejected_again: int = 0
+    dropped: int = 0
 
 
 def rejected_payload_read(*, rejected: RejectedEvent, actor) -> str:
@@ -453,15 +484,19 @@ def _replay_locked(rejected: RejectedEvent, source_id: int | None) -> ReplayOutc
     target = SourceSettings(source.id, frozenset(), 0, channel)
     prepared = messages_prepare(items, path_type=path_type, envelope=envelope, source_id=source.id,
                                 received_at=rejected.received_at, endpoint=rejected.endpoint, check_sizes=True)
-    if single and prepared.rejections:
-        first = prepared.rejections[0]
-        return ReplayOutcome(False, f"Still rejected: {first['reason']}: {first['message']}")
-    stored, duplicates = messages_store(prepared, source=target, received_at=rejected.received_at)
-    note = f"Stored {stored} event(s), {duplicates} already present"
-    if prepared.rejections:
-        note += f", {len(prepared.rejections)} rejected again (listed as new rejected events)"
-    return ReplayOutcome(True, note + ".", stored=stored, duplicates=duplicates,
-                         rejected_again=len(prepared.rejections))
+    problems = [(r["reason"], r["message"]) for r in prepared.rejections] + [
+        (n.order_problem.code, n.order_problem.message) for n in prepared.valid if n.order_problem]
+    if single and problems:
+        return ReplayOutcome(False, f"Still rejected: {problems[0][0]}: {problems[0][1]}")
+    # Replayed events pass the same consent gate as live ones.
+    outcome = messages_store(prepared, source=target, received_at=rejected.received_at)
+    note = f"Stored {outcome.stored} event(s), {outcome.duplicates} already present"
+    if outcome.dropped:
+        note += f", {outcome.dropped} not kept for lack of consent (counted only)"
+    if outcome.rejected:
+        note += f", {outcome.rejected} rejected again (listed as new rejected events)"
+    return ReplayOutcome(True, note + ".", stored=outcome.stored, duplicates=outcome.duplicates,
+                         rejected_again=outcome.rejected, dropped=outcome.dropped)
 
 
 # -- sources and their keys (staff screens) ----------------------------------------------------

@@ -1,4 +1,4 @@
-// Stored / rejected events per hour on a source's page; data comes from the json_script block.
+// Stored / rejected / dropped (consent) events per hour on a source's page; data comes from the json_script block.
 (function () {
   const canvas = document.getElementById("volume-chart");
   const source = document.getElementById("volume-chart-data");
@@ -11,6 +11,7 @@
       datasets: [
         { label: "Stored", data: data.accepted, backgroundColor: "#3f6fd8", stack: "v" },
         { label: "Rejected", data: data.rejected, backgroundColor: "#d8543f", stack: "v" },
+        { label: "Dropped (consent)", data: data.dropped || [], backgroundColor: "#9a9a9a", stack: "v" },
       ],
     },
     options: {
