@@ -15,7 +15,9 @@ A batch works on temporary tables and touches each event in Python never:
    meanwhile (else the batch is retried), and writes set-based: identities, links, merges
    (merge.py), events, transactions, new profiles and activity; identify traits are folded in
    Python for the few profiles that received them;
-6. announces the changed profiles to segments after commit (`cdp.hooks.profiles_changed`).
+6. folds consent last (merges never widen it; decisions recorded on identifiers before they
+   joined a profile now apply to it), holding the consent ledger lock only until commit;
+7. announces the changed profiles to segments after commit (`cdp.hooks.profiles_changed`).
 """
 
 import logging
@@ -31,10 +33,11 @@ from django.utils import timezone
 from psycopg import sql
 
 from cdp import hooks
+from consent.services.state import consent_identities_sync
 from profiles.identity import devices, flags, locks, split, store
 from profiles.identity.blocklist import blocklist_load
 from profiles.identity.extract import Node, identifier_cache
-from profiles.identity.merge import Merge, merges_apply
+from profiles.identity.merge import Merge, merges_apply, merges_consent_fold
 from profiles.identity.traits import Provenance, observations
 from profiles.identity.unionfind import UnionFind
 from profiles.models import Identity, IdentityLink
@@ -519,7 +522,7 @@ class _Resolver:
         for merge in self.merges:
             edge = self.merge_edges.get(merge.absorbed)
             merge.link_id = link_ids.get(edge) if edge else None
-        merges_apply(self.cursor, merges=self.merges, now=self.now)
+        merges_apply(self.cursor, merges=self.merges, now=self.now, fold_consent=False)
         if self.merges:
             self.cursor.execute("UPDATE _rn SET profile_id = m.survivor FROM _identity_merge m "
                                 "WHERE _rn.profile_id = m.absorbed")
@@ -545,6 +548,20 @@ class _Resolver:
         self.result.event_names = set(names or [])
         self.result.changed_profiles = (set(attached_profiles or []) | {m.survivor for m in self.merges}
                                         | {m.absorbed for m in self.merges})
+        self._consent()
+
+    def _consent(self) -> None:
+        """Fold consent into the profiles that gained identifiers or absorbed others. Deferred
+        foreign-key checks run first, so the ledger lock (serialising every consent append) is
+        held only for the fold and the commit (re-deferred at once: the batch may be nested in
+        a larger transaction)."""
+        self.cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        self.cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+        if self.merges:
+            merges_consent_fold(merges=self.merges)
+        self.cursor.execute("SELECT array_agg(DISTINCT profile_id) FROM _rassign")
+        gained = set(self.cursor.fetchone()[0] or []) - {m.absorbed for m in self.merges}
+        consent_identities_sync(profile_ids=gained | {m.survivor for m in self.merges})
 
     def _link_ids(self, edges) -> dict:
         if not edges:

@@ -9,7 +9,9 @@ into parts. Each part gets a profile id:
 Events then go to the part of their main identifier (userId, else anonymousId: the same rule
 the resolver attached them by), transactions follow their order event, and each part's traits,
 first/last seen and device are recomputed. So merging then un-merging puts every event back
-where it was.
+where it was. Consent is re-derived per part from the part's own decisions
+(consent.services.state.consent_profiles_split): a split never grants a part anything its
+person did not grant.
 
 `split_plan` only reads (the un-merge screen shows it as "what will move"); `split_apply`
 writes. Both run inside the caller's transaction, with the graph lock (shared) and the
@@ -27,6 +29,7 @@ from psycopg import sql
 
 from cdp import crypto, hooks
 from consent.services import audit_record
+from consent.services.state import consent_profiles_split
 from profiles.identity import locks, store
 from profiles.identity.blocklist import blocklist_load
 from profiles.identity.devices import device_fields
@@ -192,6 +195,7 @@ def split_apply(cursor, plan: SplitPlan, *, now, link_id=None, actor_id=None, re
                    "AS s(other, id) WHERE m.kind = 'merge' AND m.other_profile_id = s.other AND m.undone_by_id IS NULL",
                    [[p.profile_id for p in others if p.status == "revived"],
                     [split_ids[p.profile_id] for p in others if p.status == "revived"]])
+    consent_profiles_split(keeper_id=plan.profile_id, part_ids=result.profiles, actor_id=actor_id)
     hooks.profiles_changed(profile_ids=result.profiles, trait_names=changed_traits)
     return result
 
