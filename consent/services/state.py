@@ -319,20 +319,69 @@ def _decided_identities(cursor, profile_ids, *, linked_too: bool) -> tuple[dict,
     return incoming, pairs
 
 
+# The fold of `fold()` in one statement, for the many (profile, purpose) pairs a resolution batch
+# touches: identifiers of these profiles with decisions not yet linked to them are linked;
+# where their decisions and the profile's current state agree the newest stands (written when it
+# changed), where they differ the rows come back so the caller records the conflict.
+# Indexes: identity_profile_kind_idx (profile_id, kind), subject_consent_uniq, subject_link_uniq,
+# profile_consent_uniq (profile_id, purpose_id).
+_SYNC = """
+WITH incoming AS (
+    SELECT i.kind, i.value_hash AS hash, i.profile_id, c.purpose_id, c.granted, c.decided_at, c.record_id,
+           false AS conflict
+    FROM profiles_identity i
+    JOIN consent_subjectconsent c ON c.subject_hash = i.value_hash AND c.subject_kind = i.kind
+    LEFT JOIN consent_subjectlink l ON l.subject_hash = i.value_hash AND l.subject_kind = i.kind
+    WHERE i.profile_id = ANY(%(profiles)s::uuid[]) AND l.profile_id IS DISTINCT FROM i.profile_id
+), linked AS (
+    INSERT INTO consent_subjectlink (subject_kind, subject_hash, profile_id, linked_at)
+    SELECT DISTINCT ON (hash, kind) kind, hash, profile_id, %(now)s FROM incoming ORDER BY hash, kind
+    ON CONFLICT (subject_hash, subject_kind) DO UPDATE SET profile_id = EXCLUDED.profile_id,
+        linked_at = EXCLUDED.linked_at
+    RETURNING 1
+), states AS (
+    SELECT profile_id, purpose_id, granted, decided_at, record_id, conflict FROM incoming
+    UNION ALL
+    SELECT pc.profile_id, pc.purpose_id, pc.granted, pc.decided_at, pc.record_id, pc.conflict
+    FROM consent_profileconsent pc
+    WHERE (pc.profile_id, pc.purpose_id) IN (SELECT profile_id, purpose_id FROM incoming)
+), folded AS (
+    SELECT profile_id, purpose_id, bool_and(granted) = bool_or(granted) AS agree,
+           array_agg(DISTINCT record_id ORDER BY record_id) AS records
+    FROM states GROUP BY profile_id, purpose_id
+), newest AS (
+    SELECT DISTINCT ON (s.profile_id, s.purpose_id) s.* FROM states s
+    JOIN folded f ON f.profile_id = s.profile_id AND f.purpose_id = s.purpose_id AND f.agree
+    ORDER BY s.profile_id, s.purpose_id, s.decided_at DESC, s.record_id DESC
+), written AS (
+    INSERT INTO consent_profileconsent (profile_id, purpose_id, granted, decided_at, record_id, conflict, updated_at)
+    SELECT profile_id, purpose_id, granted, decided_at, record_id, conflict, %(now)s FROM newest
+    ON CONFLICT (profile_id, purpose_id) DO UPDATE SET granted = EXCLUDED.granted,
+        decided_at = EXCLUDED.decided_at, record_id = EXCLUDED.record_id, conflict = EXCLUDED.conflict,
+        updated_at = EXCLUDED.updated_at
+    WHERE (consent_profileconsent.granted, consent_profileconsent.decided_at, consent_profileconsent.record_id,
+           consent_profileconsent.conflict)
+          IS DISTINCT FROM (EXCLUDED.granted, EXCLUDED.decided_at, EXCLUDED.record_id, EXCLUDED.conflict)
+    RETURNING 1
+)
+SELECT profile_id, purpose_id, records, (SELECT count(*) FROM linked), (SELECT count(*) FROM written)
+FROM folded WHERE NOT agree
+UNION ALL SELECT NULL, NULL, NULL, (SELECT count(*) FROM linked), (SELECT count(*) FROM written)
+"""
+
+
 def consent_identities_sync(*, profile_ids) -> list[FoldConflict]:
-    """Set-based `consent_profiles_sync` (one query for any number of profiles): link these
+    """Set-based `consent_profiles_sync` (one statement for any number of profiles): link these
     profiles' identifiers that carry decisions and fold those decisions into the profiles."""
-    profile_ids = sorted({UUID(str(p)) for p in profile_ids}, key=str)
+    profile_ids = sorted({str(p) for p in profile_ids})
     if not profile_ids:
         return []
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ledger.LEDGER_LOCK])
-        incoming, pairs = _decided_identities(cursor, profile_ids, linked_too=False)
-        if not pairs:
-            return []
-        current = _profile_states(cursor, {profile_id for profile_id, _ in incoming})
-        _link_upsert(cursor, sorted(pairs, key=lambda p: (p[1], p[0])), datetime.now(UTC))
-        return _fold_into_profiles(current, incoming, reason="link", actor_id=None)
+        cursor.execute(_SYNC, {"profiles": profile_ids, "now": datetime.now(UTC)})
+        conflicts = [(profile_id, purpose_id, tuple(records))
+                     for profile_id, purpose_id, records, _, _ in cursor.fetchall() if profile_id is not None]
+        return _conflicts_record(sorted(conflicts, key=lambda c: (str(c[0]), c[1])), reason="link", actor_id=None)
 
 
 def consent_merges_fold(*, merges, actor_id: int | None = None) -> list[FoldConflict]:
