@@ -360,6 +360,7 @@ def components_reference() -> tuple[float, int, dict]:
         began = time.perf_counter()
         graph = rebuild.graph_copy_out(cursor.cursor)
         phases["copy-out"] = _seconds(began)
+        phases["readers"] = graph.readers
     best = None
     for _ in range(3):
         began = time.perf_counter()
@@ -387,7 +388,8 @@ def rebuild_bench(identifiers: int, seed: int) -> None:
           f"{run.profiles_created:,} split off, {run.identities_moved:,} identities moved")
     print(f"  rebuild, nothing to do {steady.seconds:6.2f} s ({steady.profiles_absorbed} absorbed, "
           f"{steady.profiles_created} split)")
-    print(f"  phases measured apart: copy-out {phases['copy-out']:.2f} s, components {reference:.2f} s, "
+    print(f"  phases measured apart: copy-out {phases['copy-out']:.2f} s ({phases['readers']} connections), "
+          f"components {reference:.2f} s, "
           f"comparison {phases['compare']:.2f} s")
     print(f"raw limit: connected_components alone on the same edge list (ids mapped to rows, CSR build "
           f"included): {reference:.2f} s ({count:,} components)")
