@@ -122,6 +122,18 @@ def test_repairs_are_found_exactly_on_a_small_graph():
     assert {uuid.UUID(bytes=raw) for raw in repair.split_profiles} == {p[2], p[3]}
     assert repair.profiles_to_absorb == 2
 
+    # Every component mixed (no pure one to compare with), and P0 spread over two of them.
+    identities = [(1, p[0]), (2, p[1]), (3, p[0]), (4, p[2])]
+    links = [(1, 2), (3, 4)]
+    graph = GraphArrays(np.array([i for i, _ in identities], dtype=np.int64),
+                        np.frombuffer(b"".join(x.bytes for _, x in identities), dtype="<u8").reshape(-1, 2),
+                        np.array([a for a, _ in links], dtype=np.int64), np.array([b for _, b in links], dtype=np.int64))
+    count, labels = components_of(graph)
+    repair = repairs_find(graph, count, labels)
+    assert sorted(sorted(members) for members in repair.merge_components) == [[1, 2], [3, 4]]
+    assert [uuid.UUID(bytes=raw) for raw in repair.split_profiles] == [p[0]]
+    assert repair.profiles_to_absorb == 2
+
 
 @pytest.mark.django_db(transaction=True)
 def test_the_graph_is_read_over_two_connections_in_one_snapshot_or_alone_after_a_write():

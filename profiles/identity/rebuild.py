@@ -34,19 +34,20 @@ from profiles.models import IdentityRebuild
 
 logger = logging.getLogger(__name__)
 
-# Rows go out as a few big bytea values (one aggregate per chunk of ids), not one COPY message
-# per row: 2.5 M rows as CopyData messages cost ~3 s of protocol handling alone. Each row is one
-# fixed-width record (id, then the profile uuid's 16 bytes; or the two ends of a link), so the
-# columns cannot come apart. Seq scans; the bounds cut a table into chunks far below
-# PostgreSQL's 1 GB value limit and into one share per reader.
+# Rows go out as a few big bytea values (one aggregate per range of heap blocks), not one COPY
+# message per row: 2.5 M rows as CopyData messages cost ~3 s of protocol handling alone. Each row
+# is one fixed-width record (id, then the profile uuid's 16 bytes; or the two ends of a link), so
+# the columns cannot come apart. Ranges of ctid are TID range scans: each reader scans only its
+# own blocks (an id range would make every reader scan the whole heap).
 _IDENTITIES = sql.SQL("SELECT string_agg(int8send(id) || uuid_send(profile_id), ''::bytea) FROM profiles_identity "
-                      "WHERE id >= %s AND id < %s")
+                      "WHERE ctid >= %s::tid AND ctid < %s::tid")
 _LINKS = sql.SQL("SELECT string_agg(int8send(identity_a_id) || int8send(identity_b_id), ''::bytea) "
-                 "FROM profiles_identitylink WHERE is_active AND id >= %s AND id < %s")
+                 "FROM profiles_identitylink WHERE is_active AND ctid >= %s::tid AND ctid < %s::tid")
 _IDENTITY_RECORD = np.dtype([("id", ">i8"), ("profile", "<u8", (2,))])
 _LINK_RECORD = np.dtype([("a", ">i8"), ("b", ">i8")])
-CHUNK = 4_000_000  # ids per statement: 96 MB values at most
+BLOCKS = 60_000  # heap blocks (8 kB) per statement: values stay far below PostgreSQL's 1 GB limit
 READERS = 2  # connections reading at once (the machine's cores; PostgreSQL scans one per backend)
+_LAST_BLOCK = 2**32 - 1  # the last range is open-ended: blocks a row was added to since still count
 
 
 @dataclass
@@ -66,13 +67,14 @@ class Repair:
     profiles_to_absorb: int = 0  # before splits: sum over mixed components of (profiles - 1)
 
 
-def _ranges(cursor, table: str, parts: int) -> list[tuple[int, int]]:
-    """[low, high) id ranges covering `table`, `parts` shares cut into chunks of at most CHUNK ids."""
-    cursor.execute(sql.SQL("SELECT coalesce(min(id), 0), coalesce(max(id), -1) FROM {}").format(
-        sql.Identifier(table)))
-    low, high = cursor.fetchone()
-    step = max(1, min(CHUNK, -(-(high + 1 - low) // parts)))
-    return [(start, min(start + step, high + 1)) for start in range(low, high + 1, step)]
+def _ranges(cursor, table: str, parts: int) -> list[tuple[str, str]]:
+    """[low, high) ctid ranges covering `table`: `parts` shares, cut into at most BLOCKS blocks."""
+    cursor.execute("SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::int", [table])
+    blocks = cursor.fetchone()[0]
+    step = max(1, min(BLOCKS, -(-blocks // parts)))
+    starts = list(range(0, max(blocks, 1), step))
+    ends = [*starts[1:], _LAST_BLOCK]
+    return [(f"({start},0)", f"({end},0)") for start, end in zip(starts, ends, strict=True)]
 
 
 def _read(cursor, statement: sql.Composable, ranges) -> list[bytes]:
@@ -197,8 +199,10 @@ def repairs_find(graph: GraphArrays, count: int, labels: np.ndarray) -> Repair:
     # A profile of a mixed component that is also some pure component's profile is spread too.
     mixed_keys = _fold(np.array([h for h, _ in seen], dtype=np.uint64), np.array([lw for _, lw in seen],
                                                                                   dtype=np.uint64))
-    at = np.minimum(np.searchsorted(sorted_keys, mixed_keys), len(sorted_keys) - 1)
-    check = np.union1d(repeated, mixed_keys[sorted_keys[at] == mixed_keys])
+    if len(sorted_keys):
+        at = np.minimum(np.searchsorted(sorted_keys, mixed_keys), len(sorted_keys) - 1)
+        repeated = np.union1d(repeated, mixed_keys[sorted_keys[at] == mixed_keys])
+    check = repeated  # keys of pure components to check on all 128 bits
     pure_profiles = defaultdict(int)
     if len(check):
         for component in pure_ids[np.isin(keys, check)].tolist():
