@@ -2,8 +2,11 @@
 
 1. Resolution: 1,000,000 unresolved events (200,000 anonymous ids, 50,000 user ids; devices
    shared by several users, identify calls with emails, aliases, orders) are resolved by the
-   real service in batches (target: under 30 s). Raw limit: hand-written SQL that only writes
-   the answer — COPY of (event, profile) into a temporary table and one UPDATE of the events.
+   real service in batches (target: under 30 s), consent folded in: every device carries the
+   banner decisions that let its events be stored (analytics, and personalization granted or
+   withdrawn), some emails a CMP decision, so joins and merges link decisions and record
+   conflicts. Raw limit: hand-written SQL that only writes the answer — COPY of (event,
+   profile) into a temporary table and one UPDATE of the events.
 2. Rebuild: a graph of 2,500,000 identifiers and 1,500,000 active links (1,000,000 people),
    with some drift injected (links written without merging, links switched off without
    splitting), rebuilt by the real service: COPY out, CSR, connected_components, set-based
@@ -41,7 +44,10 @@ import numpy as np  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 
-from profiles.identity import rebuild  # noqa: E402
+from cdp import crypto  # noqa: E402
+from consent import reference  # noqa: E402
+from consent.services import ledger  # noqa: E402
+from profiles.identity import rebuild, resolve  # noqa: E402
 from profiles.identity.resolve import identity_resolve_batch  # noqa: E402
 from profiles.models import Source  # noqa: E402
 from profiles.partitions import event_partitions_ensure  # noqa: E402
@@ -122,8 +128,90 @@ def events_generate(total: int, seed: int):
     return rows, orders
 
 
+CONSENT_TABLES = "consent_profileconsent, consent_subjectconsent, consent_subjectlink, consent_consentrecord"
+
+
+def consent_reset() -> None:
+    """Empty the bench database's ledger and current-consent tables (never done outside a bench or test)."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL cdp.allow_ledger_truncate = 'on'")
+        cursor.execute(f"TRUNCATE {CONSENT_TABLES} CASCADE")  # noqa: S608 - constant
+
+
+def consent_decisions(seed: int, devices: int = 199_500, kiosks: int = 500, users: int = 50_000) -> list:
+    """Banner decisions of every device (analytics granted; personalization granted 60 %,
+    withdrawn 15 %, undecided 25 %) and CMP decisions on 30 % of the users' emails."""
+    rng = np.random.default_rng(seed + 7)
+    purposes = reference.purposes()
+    analytics, personalization = purposes["analytics"].id, purposes["personalization"].id
+    email_marketing = purposes["email_marketing"].id
+    anonymous = [f"d-{d}" for d in range(devices)] + [f"kiosk-{k}" for k in range(kiosks)]
+    choice = rng.choice([1, 0, -1], len(anonymous), p=[0.6, 0.15, 0.25])
+    records = []
+    for raw, decided in zip(anonymous, choice.tolist(), strict=True):
+        digest = crypto.keyed_hash("anonymous_id", raw)
+        records.append(ledger.RecordInput("anonymous_id", digest, analytics, True, "web_banner", "save"))
+        if decided >= 0:
+            records.append(ledger.RecordInput("anonymous_id", digest, personalization, bool(decided), "web_banner",
+                                              "save"))
+    for user in np.nonzero(rng.random(users) < 0.3)[0].tolist():
+        digest = crypto.keyed_hash("email", f"user{user}@mail{user % 50}.de")
+        records.append(ledger.RecordInput("email", digest, email_marketing, bool(rng.random() < 0.8), "api", "save"))
+    return records
+
+
+def consent_record(records: list) -> float:
+    began = time.perf_counter()
+    for start in range(0, len(records), 20_000):
+        ledger.ledger_append(records[start:start + 20_000])
+    return _seconds(began)
+
+
+class PhaseClock:
+    """Time spent in the resolver's phases (its own methods, timed around the calls; nothing
+    else changes): where the resolve time goes, printed with the result."""
+
+    PHASES = ("run", "_identifiers", "_shared_devices", "_interesting_edges", "_lock_and_validate", "_plan",
+              "_write", "_traits", "_consent")
+
+    def __init__(self):
+        self.seconds = dict.fromkeys(self.PHASES, 0.0)
+        self.originals = {name: getattr(resolve._Resolver, name) for name in self.PHASES}
+
+    def __enter__(self):
+        for name, method in self.originals.items():
+            setattr(resolve._Resolver, name, self._timed(name, method))
+        return self
+
+    def __exit__(self, *exc):
+        for name, method in self.originals.items():
+            setattr(resolve._Resolver, name, method)
+
+    def _timed(self, name, method):
+        def timed(*args, **kwargs):
+            began = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.seconds[name] += _seconds(began)
+        return timed
+
+    def lines(self, total: float) -> list[str]:
+        s = self.seconds
+        named = s["_identifiers"] + s["_shared_devices"] + s["_interesting_edges"] + s["_lock_and_validate"] + s[
+            "_plan"] + s["_write"]
+        return [f"claim + keys, nodes and edges in temporary tables {s['run'] - named:5.1f} s",
+                f"identifiers hashed in Python {s['_identifiers']:5.1f} s", f"shared devices detached "
+                f"{s['_shared_devices']:5.1f} s", f"edges, profile locks, union-find plan "
+                f"{s['_interesting_edges'] + s['_lock_and_validate'] + s['_plan']:5.1f} s",
+                f"writes {s['_write'] - s['_traits'] - s['_consent']:5.1f} s (identities, links, merges, the event "
+                f"UPDATE, profiles, deferred key checks)", f"traits {s['_traits']:5.1f} s",
+                f"consent fold {s['_consent']:5.1f} s", f"commit {total - s['run']:5.1f} s"]
+
+
 def resolution_bench(total: int, batch: int, seed: int) -> None:
     profiles_wipe()
+    consent_reset()
     source, _ = Source.objects.get_or_create(name="Bench web", defaults={"kind": Source.Kind.WEBSITE})
     event_partitions_ensure(start=START.date(), end=(START + timedelta(days=DAYS + 31)).date())
     began = time.perf_counter()
@@ -142,18 +230,23 @@ def resolution_bench(total: int, batch: int, seed: int) -> None:
         cursor.execute("ANALYZE profiles_event")
     loaded = _seconds(began)
     del rows
+    decisions = consent_decisions(seed)
+    consent_seconds = consent_record(decisions)
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE consent_subjectconsent")
 
     began = time.perf_counter()
     batches = events = merges = created = flags = 0
-    while True:
-        result = identity_resolve_batch(limit=batch)
-        batches += 1
-        events += result.events
-        merges += result.merges
-        created += result.profiles_created
-        flags += result.flags
-        if result.events < batch:
-            break
+    with PhaseClock() as clock:
+        while True:
+            result = identity_resolve_batch(limit=batch)
+            batches += 1
+            events += result.events
+            merges += result.merges
+            created += result.profiles_created
+            flags += result.flags
+            if result.events < batch:
+                break
     resolve_seconds = _seconds(began)
 
     with connection.cursor() as cursor:
@@ -165,18 +258,27 @@ def resolution_bench(total: int, batch: int, seed: int) -> None:
         links, active = cursor.fetchone()
         cursor.execute("SELECT count(*) FILTER (WHERE profile_id IS NOT NULL), count(*) FROM profiles_transaction")
         attached_orders, all_orders = cursor.fetchone()
+        cursor.execute("SELECT count(DISTINCT profile_id), count(*) FILTER (WHERE conflict) FROM consent_profileconsent")
+        consent_profiles, conflicts = cursor.fetchone()
+        cursor.execute("SELECT count(*) FROM consent_subjectlink")
+        subject_links = cursor.fetchone()[0]
     raw_seconds = raw_attach_reference()
     check = rebuild.identity_graph_rebuild(dry_run=True)
 
     print(f"resolution: {events:,} events (200,000 anonymous ids, 50,000 user ids) in {batches} batches of "
           f"{batch:,}")
-    print(f"  generated in {generated:.1f} s, loaded with COPY in {loaded:.1f} s ({total / loaded:,.0f} rows/s)")
+    print(f"  generated in {generated:.1f} s, loaded with COPY in {loaded:.1f} s ({total / loaded:,.0f} rows/s); "
+          f"{len(decisions):,} consent decisions recorded before resolution in {consent_seconds:.1f} s")
     print(f"  resolve time       {resolve_seconds:8.1f} s   (target < 30 s)   -> "
           f"{'OK' if resolve_seconds < 30 else 'MISSED'}")
     print(f"  events/s           {events / resolve_seconds:10,.0f}")
     print(f"  result             {attached_profiles:,} profiles with events, {created:,} created, {merges:,} merges, "
           f"{identities:,} identities, {links:,} links ({active:,} active), {flags:,} flags, "
           f"{attached_orders:,}/{all_orders:,} orders attached, {pending} events left pending")
+    print(f"  consent            {clock.seconds['_consent']:8.1f} s of the resolve time folding consent: "
+          f"{subject_links:,} identifiers linked, {consent_profiles:,} profiles with decisions, {conflicts:,} merge "
+          f"conflicts recorded")
+    print("  where the time goes: " + "; ".join(clock.lines(resolve_seconds)))
     print(f"  consistency        rebuild (dry run) finds {check.profiles_absorbed} missed merges and "
           f"{check.profiles_created} missed splits over {check.components:,} components")
     print(f"raw limit: COPY (event, profile) of all {events:,} events + one UPDATE: {raw_seconds:.1f} s = "
@@ -276,6 +378,12 @@ def components_reference() -> tuple[float, int, dict]:
         began = time.perf_counter()
         graph = rebuild.graph_copy_out(cursor.cursor)
         phases["copy-out"] = _seconds(began)
+        phases["readers"] = graph.readers
+    with connection.cursor() as cursor:
+        began = time.perf_counter()
+        cursor.execute("SELECT (SELECT count(*) FROM profiles_identity), "
+                       "(SELECT count(*) FROM profiles_identitylink WHERE is_active)")
+        phases["scan"] = _seconds(began)
     best = None
     for _ in range(3):
         began = time.perf_counter()
@@ -303,8 +411,11 @@ def rebuild_bench(identifiers: int, seed: int) -> None:
           f"{run.profiles_created:,} split off, {run.identities_moved:,} identities moved")
     print(f"  rebuild, nothing to do {steady.seconds:6.2f} s ({steady.profiles_absorbed} absorbed, "
           f"{steady.profiles_created} split)")
-    print(f"  phases measured apart: copy-out {phases['copy-out']:.2f} s, components {reference:.2f} s, "
+    print(f"  phases measured apart: copy-out {phases['copy-out']:.2f} s ({phases['readers']} connections), "
+          f"components {reference:.2f} s, "
           f"comparison {phases['compare']:.2f} s")
+    print(f"  reading the two heaps at all (count(*) of both, one connection): {phases['scan']:.2f} s = "
+          f"{phases['scan'] / reference:.1f}x components")
     print(f"raw limit: connected_components alone on the same edge list (ids mapped to rows, CSR build "
           f"included): {reference:.2f} s ({count:,} components)")
     print(f"  ratio rebuild with repairs : components alone = {run.seconds / reference:.1f}   (target <= 5)")
@@ -329,6 +440,7 @@ def main() -> None:
     if not args.skip_rebuild:
         rebuild_bench(args.identifiers, args.seed)
     profiles_wipe()
+    consent_reset()
 
 
 if __name__ == "__main__":

@@ -20,3 +20,6 @@ rules.add_perm("profiles.manage_sources", is_admin | is_data_team)
 # cases, edit blocked values. Compliance reads (it answers access requests).
 rules.add_perm("profiles.view_identity_graph", can_browse_profiles)
 rules.add_perm("profiles.change_identity_graph", is_admin | is_data_team)
+# Rectification from the profile screen: the data team and admins. Compliance officers rectify
+# through a data-subject request (consent's request queue), which ties the change to the request.
+rules.add_perm("profiles.rectify_profile", is_admin | is_data_team)

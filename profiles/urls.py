@@ -6,6 +6,7 @@ app_name = "profiles"
 urlpatterns = [
     path("", views.profile_list, name="list"),
     path("<uuid:profile_id>/", views.profile_detail, name="detail"),
+    path("<uuid:profile_id>/rectify/", views.profile_rectify, name="rectify"),
     # --- imports
     path("imports/", views_imports.imports_home, name="imports"),
     path("imports/upload/", views_imports.import_upload, name="import_upload"),

@@ -1,9 +1,10 @@
 """Browser screens of the profiles app: the profile explorer and the identity graph's screens.
 
 Everyone who may browse profiles (data team, compliance, admins) sees profiles, the graph, the
-why-view, flagged cases and blocked values; changing the graph (un-merge, link or dismiss a
-flagged case, edit blocked values) is for the data team and admins. Viewing personal data is
-audited.
+why-view, flagged cases and blocked values, and (consent.view_profile_consent) a profile's
+current consent with merge conflicts; changing the graph (un-merge, link or dismiss a flagged
+case, edit blocked values) and rectifying personal fields is for the data team and admins.
+Viewing personal data is audited.
 """
 
 from django import forms
@@ -15,15 +16,21 @@ from django.db import IntegrityError, transaction
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 from rules.contrib.views import permission_required
 
+from consent.selectors import profile_consent_states
 from consent.services import audit_record
+from consent.services.inputs import ConsentInputError
+from consent.services.requests import RECTIFIABLE_FIELDS
 from profiles import selectors
 from profiles.identity import selectors as graph
+from profiles.identity import traits
 from profiles.identity.blocklist import pattern_error
 from profiles.identity.flags import FlagError, identity_flag_dismiss, identity_flag_link
 from profiles.identity.paths import identity_path
+from profiles.identity.rectify import profile_rectify_by_staff
 from profiles.identity.resolve import events_unattributed_count, events_unattributed_requeue
 from profiles.identity.split import UnmergeError, identity_link_deactivate, unmerge_preview
 from profiles.models import BlockedIdentifier, Identity, IdentityFlag, IdentityLink, Profile
@@ -75,7 +82,60 @@ def profile_detail(request, profile_id):
         return render(request, "profiles/profile_timeline.html", context)
     context.update(graph.profile_graph(profile=profile))
     context["history"] = graph.profile_merge_history(profile=profile)
+    if request.user.has_perm("consent.view_profile_consent"):
+        context["consent_states"] = profile_consent_states(profile_id=profile.id)
+        context["can_view_ledger"] = request.user.has_perm("consent.view_ledger")
+    context["can_rectify"] = _may_rectify(request.user)
     return render(request, "profiles/profile_detail.html", context)
+
+
+def _may_rectify(user) -> bool:
+    return user.has_perm("profiles.rectify_profile") and user.has_perm("consent.rectify_profile")
+
+
+class RectifyForm(forms.Form):
+    """The personal fields consent's profile_rectify accepts, limited as the columns are."""
+
+    def __init__(self, *args, profile: Profile, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in RECTIFIABLE_FIELDS:
+            label = Profile._meta.get_field(name).verbose_name.capitalize()
+            if name == "birth_year":
+                field = forms.IntegerField(required=False, label=label, min_value=1900,
+                                           max_value=timezone.now().year)
+            else:
+                limit = Profile._meta.get_field(name).max_length or traits.LIMITS.get(name, 200)
+                field = forms.CharField(required=False, label=label, max_length=limit)
+            field.initial = getattr(profile, name)
+            self.fields[name] = field
+        self.fields["country"].help_text = "Two-letter ISO code, e.g. DE"
+
+    def changes(self) -> dict:
+        return {name: "" if value is None else value for name, value in self.cleaned_data.items()}
+
+
+@login_required
+def profile_rectify(request, profile_id):
+    """Correct a profile's personal fields (rectification, audited); form errors stay on the page."""
+    if not _may_rectify(request.user):
+        raise PermissionDenied
+    profile, moved = _live_profile_or_redirect(request, profile_id, "profiles:rectify")
+    if moved:
+        return moved
+    form = RectifyForm(request.POST or None, profile=profile)
+    if request.method == "POST" and form.is_valid():
+        try:
+            changed = profile_rectify_by_staff(profile_id=profile.id, changes=form.changes(), actor=request.user)
+        except ConsentInputError as exc:
+            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+        else:
+            messages.success(request, f"Corrected: {', '.join(changed)}." if changed else "Nothing changed.")
+            return redirect("profiles:detail", profile.id)
+    else:
+        audit_record(actor=request.user, action="profile.viewed", object_type="profile", object_id=profile.id,
+                     details={"screen": "rectify"})
+    status = 400 if form.is_bound else 200
+    return render(request, "profiles/profile_rectify.html", {"profile": profile, "form": form}, status=status)
 
 
 class UnmergeForm(forms.Form):

@@ -5,6 +5,7 @@ from datetime import timedelta
 import pytest
 
 from profiles.models import IdentityLink, ProfileMerge, Source
+from tests.consent_helpers import decide
 from tests.helpers import browser_login
 from tests.identity_helpers import T0, event_insert, event_placement, live_profiles, order_insert, resolve_all
 
@@ -96,3 +97,37 @@ def test_data_team_unmerges_a_wrong_merge_from_the_profile_screen(page, live_ser
     assert {event: after[event] for event in before} == before
     assert {p.id for p in live_profiles()} == {survivor, absorbed}
     assert not IdentityLink.objects.get(id=merge.link_id).is_active
+
+
+def test_data_team_sees_a_consent_conflict_and_rectifies_the_profile(page, live_server, users):
+    web = Source.objects.create(name="Web shop")
+    decide("anonymous_id", "laptop", {"personalization": True})
+    decide("anonymous_id", "phone", {"personalization": False})
+    event_insert(source=web, type="identify", anonymous_id="laptop", timestamp=T0, traits={"firstName": "Bob"})
+    resolve_all()
+    event_insert(source=web, name="Signed In", anonymous_id="phone", user_id="bob", timestamp=T0 + timedelta(hours=1))
+    resolve_all()
+    event_insert(source=web, name="Signed In", anonymous_id="laptop", user_id="bob", timestamp=T0 + timedelta(hours=2))
+    resolve_all()
+    survivor = live_profiles()[0]
+
+    browser_login(page, live_server, "dan")
+    page.goto(f"{live_server.url}/profiles/{survivor.id}/")
+    consent = page.get_by_test_id("consent")
+    personalization = consent.locator("tr[data-purpose=personalization]").inner_text()
+    assert "withdrawn" in personalization and "merge conflict" in personalization
+    assert "not decided" in consent.locator("tr[data-purpose=advertising]").inner_text()
+
+    page.get_by_test_id("rectify-link").click()
+    page.get_by_label("City").fill("Köln")
+    page.get_by_label("Country").fill("1X")  # the input's maxlength already stops longer values
+    page.get_by_role("button", name="Save corrections").click()
+    assert page.get_by_test_id("error-country").inner_text() == "country must be a two-letter ISO code"
+    survivor.refresh_from_db()
+    assert (survivor.city, survivor.country) == ("", "")  # the form error changed nothing
+
+    page.get_by_label("Country").fill("de")
+    page.get_by_role("button", name="Save corrections").click()
+    page.wait_for_url(f"**/profiles/{survivor.id}/")
+    assert "Corrected: country, city." in page.get_by_role("status").inner_text()
+    assert "Köln, DE" in page.get_by_test_id("about").inner_text()

@@ -1,14 +1,17 @@
 """The full rebuild: SciPy components over the active links, repairs of what disagrees."""
 
 import logging
+import uuid
 from datetime import UTC, datetime
 
+import pytest
 from django.core.management import call_command
+from django.db import connection, transaction
 
 from cdp.celery import app
 from profiles.demo.generator import DemoOptions, demo_generate
 from profiles.identifiers import identity_hash
-from profiles.identity.rebuild import identity_graph_rebuild
+from profiles.identity.rebuild import graph_copy_out, identity_graph_rebuild
 from profiles.models import Event, Identity, IdentityLink, IdentityRebuild, Profile, ProfileMerge, Source
 from tests.identity_helpers import event_insert, event_placement, live_profiles, profile_of_event, resolve_all
 
@@ -118,3 +121,38 @@ def test_repairs_are_found_exactly_on_a_small_graph():
     assert sorted(sorted(members) for members in repair.merge_components) == [[1, 2], [5, 6]]
     assert {uuid.UUID(bytes=raw) for raw in repair.split_profiles} == {p[2], p[3]}
     assert repair.profiles_to_absorb == 2
+
+    # Every component mixed (no pure one to compare with), and P0 spread over two of them.
+    identities = [(1, p[0]), (2, p[1]), (3, p[0]), (4, p[2])]
+    links = [(1, 2), (3, 4)]
+    graph = GraphArrays(np.array([i for i, _ in identities], dtype=np.int64),
+                        np.frombuffer(b"".join(x.bytes for _, x in identities), dtype="<u8").reshape(-1, 2),
+                        np.array([a for a, _ in links], dtype=np.int64), np.array([b for _, b in links], dtype=np.int64))
+    count, labels = components_of(graph)
+    repair = repairs_find(graph, count, labels)
+    assert sorted(sorted(members) for members in repair.merge_components) == [[1, 2], [3, 4]]
+    assert [uuid.UUID(bytes=raw) for raw in repair.split_profiles] == [p[0]]
+    assert repair.profiles_to_absorb == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_graph_is_read_over_two_connections_in_one_snapshot_or_alone_after_a_write():
+    web = Source.objects.create(name="Web")
+    for n in range(30):
+        event_insert(source=web, name="Page", anonymous_id=f"device-{n}", user_id=f"user-{n // 3}")
+    resolve_all()  # committed: other connections see it
+    expected_identities = sorted(Identity.objects.values_list("id", "profile_id"))
+    expected_links = sorted(IdentityLink.objects.filter(is_active=True).values_list("identity_a_id", "identity_b_id"))
+
+    def read(*, write_first: bool):
+        with transaction.atomic(), connection.cursor() as cursor:
+            if write_first:
+                cursor.execute("SELECT pg_current_xact_id()")  # as if this transaction had written rows
+            graph = graph_copy_out(cursor.cursor)
+        identities = sorted(zip(graph.identity_ids.tolist(), (uuid.UUID(bytes=p.tobytes()) for p in graph.profiles),
+                                strict=True))
+        return graph.readers, identities, sorted(zip(graph.link_a.tolist(), graph.link_b.tolist(), strict=True))
+
+    assert read(write_first=False) == (2, expected_identities, expected_links)
+    assert read(write_first=True) == (1, expected_identities, expected_links)
+    assert len(expected_identities) == 40 and len(expected_links) == 30

@@ -293,3 +293,172 @@ def consent_profiles_merge(*, survivor_id, absorbed_ids, actor=None) -> list[Fol
                        [[str(p) for p in absorbed]])
         conflicts = _fold_into_profiles(current, merged, reason="merge", actor_id=actor_id)
     return conflicts + consent_profiles_sync(profile_ids=[survivor])
+
+
+# -- bulk entry points for identity resolution, merges and un-merges (profiles.identity) --------
+# Same rules as above, set-based for batches of thousands of profiles. Only identifiers that carry
+# decisions are linked: an identifier without any has nothing to fold, and `ledger_append` links
+# it through profiles.Identity when its first decision arrives (subjects_link_before_append).
+
+# Indexes: identity_profile_kind_idx (profile_id, kind), subject_consent_uniq (subject_hash,
+# subject_kind, purpose), subject_link_uniq (subject_hash, subject_kind).
+_DECIDED_IDENTITIES = """
+SELECT i.kind, i.value_hash, i.profile_id, c.purpose_id, c.granted, c.decided_at, c.record_id
+FROM profiles_identity i
+JOIN consent_subjectconsent c ON c.subject_hash = i.value_hash AND c.subject_kind = i.kind
+LEFT JOIN consent_subjectlink l ON l.subject_hash = i.value_hash AND l.subject_kind = i.kind
+WHERE i.profile_id = ANY(%(profiles)s::uuid[]) AND (%(all)s OR l.profile_id IS DISTINCT FROM i.profile_id)
+"""
+# A profile-id subject's own decisions: staff's, never the `system` records folds append.
+# Index: consent_record_subject_idx (subject_hash, subject_kind).
+_PROFILE_SUBJECT_DECISIONS = """
+SELECT DISTINCT ON (r.subject_hash, r.purpose_id) s.profile_id, r.purpose_id, r.granted, r.decided_at, r.sequence
+FROM unnest(%s::bytea[], %s::uuid[]) AS s(hash, profile_id)
+JOIN consent_consentrecord r ON r.subject_hash = s.hash AND r.subject_kind = 'profile_id'
+WHERE r.source <> 'system'
+ORDER BY r.subject_hash, r.purpose_id, r.decided_at DESC, r.sequence DESC
+"""
+
+
+def _decided_identities(cursor, profile_ids, *, linked_too: bool) -> tuple[dict, set]:
+    """Decisions of these profiles' identifiers ({(profile, purpose): [State]}) and their
+    (kind, hash, profile) pairs; `linked_too` includes identifiers already linked to the profile."""
+    cursor.execute(_DECIDED_IDENTITIES, {"profiles": [str(p) for p in profile_ids], "all": linked_too})
+    incoming, pairs = defaultdict(list), set()
+    for kind, digest, profile_id, purpose_id, granted, decided_at, record_id in cursor.fetchall():
+        incoming[(profile_id, purpose_id)].append(State(granted, decided_at, record_id))
+        pairs.add((kind, bytes(digest), profile_id))
+    return incoming, pairs
+
+
+# The fold of `fold()` in one statement, for the many (profile, purpose) pairs a resolution batch
+# touches: identifiers of these profiles with decisions not yet linked to them are linked;
+# where their decisions and the profile's current state agree the newest stands (written when it
+# changed), where they differ the rows come back so the caller records the conflict.
+# Indexes: identity_profile_kind_idx (profile_id, kind), subject_consent_uniq, subject_link_uniq,
+# profile_consent_uniq (profile_id, purpose_id).
+_SYNC = """
+WITH incoming AS (
+    SELECT i.kind, i.value_hash AS hash, i.profile_id, c.purpose_id, c.granted, c.decided_at, c.record_id,
+           false AS conflict
+    FROM profiles_identity i
+    JOIN consent_subjectconsent c ON c.subject_hash = i.value_hash AND c.subject_kind = i.kind
+    LEFT JOIN consent_subjectlink l ON l.subject_hash = i.value_hash AND l.subject_kind = i.kind
+    WHERE i.profile_id = ANY(%(profiles)s::uuid[]) AND l.profile_id IS DISTINCT FROM i.profile_id
+), linked AS (
+    INSERT INTO consent_subjectlink (subject_kind, subject_hash, profile_id, linked_at)
+    SELECT DISTINCT ON (hash, kind) kind, hash, profile_id, %(now)s FROM incoming ORDER BY hash, kind
+    ON CONFLICT (subject_hash, subject_kind) DO UPDATE SET profile_id = EXCLUDED.profile_id,
+        linked_at = EXCLUDED.linked_at
+    RETURNING 1
+), states AS (
+    SELECT profile_id, purpose_id, granted, decided_at, record_id, conflict FROM incoming
+    UNION ALL
+    SELECT pc.profile_id, pc.purpose_id, pc.granted, pc.decided_at, pc.record_id, pc.conflict
+    FROM consent_profileconsent pc
+    WHERE (pc.profile_id, pc.purpose_id) IN (SELECT profile_id, purpose_id FROM incoming)
+), folded AS (
+    SELECT profile_id, purpose_id, bool_and(granted) = bool_or(granted) AS agree,
+           array_agg(DISTINCT record_id ORDER BY record_id) AS records
+    FROM states GROUP BY profile_id, purpose_id
+), newest AS (
+    SELECT DISTINCT ON (s.profile_id, s.purpose_id) s.* FROM states s
+    JOIN folded f ON f.profile_id = s.profile_id AND f.purpose_id = s.purpose_id AND f.agree
+    ORDER BY s.profile_id, s.purpose_id, s.decided_at DESC, s.record_id DESC
+), written AS (
+    INSERT INTO consent_profileconsent (profile_id, purpose_id, granted, decided_at, record_id, conflict, updated_at)
+    SELECT profile_id, purpose_id, granted, decided_at, record_id, conflict, %(now)s FROM newest
+    ON CONFLICT (profile_id, purpose_id) DO UPDATE SET granted = EXCLUDED.granted,
+        decided_at = EXCLUDED.decided_at, record_id = EXCLUDED.record_id, conflict = EXCLUDED.conflict,
+        updated_at = EXCLUDED.updated_at
+    WHERE (consent_profileconsent.granted, consent_profileconsent.decided_at, consent_profileconsent.record_id,
+           consent_profileconsent.conflict)
+          IS DISTINCT FROM (EXCLUDED.granted, EXCLUDED.decided_at, EXCLUDED.record_id, EXCLUDED.conflict)
+    RETURNING 1
+)
+SELECT profile_id, purpose_id, records, (SELECT count(*) FROM linked), (SELECT count(*) FROM written)
+FROM folded WHERE NOT agree
+UNION ALL SELECT NULL, NULL, NULL, (SELECT count(*) FROM linked), (SELECT count(*) FROM written)
+"""
+
+
+def consent_identities_sync(*, profile_ids) -> list[FoldConflict]:
+    """Set-based `consent_profiles_sync` (one statement for any number of profiles): link these
+    profiles' identifiers that carry decisions and fold those decisions into the profiles."""
+    profile_ids = sorted({str(p) for p in profile_ids})
+    if not profile_ids:
+        return []
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ledger.LEDGER_LOCK])
+        cursor.execute(_SYNC, {"profiles": profile_ids, "now": datetime.now(UTC)})
+        conflicts = [(profile_id, purpose_id, tuple(records))
+                     for profile_id, purpose_id, records, _, _ in cursor.fetchall() if profile_id is not None]
+        return _conflicts_record(sorted(conflicts, key=lambda c: (str(c[0]), c[1])), reason="link", actor_id=None)
+
+
+def consent_merges_fold(*, merges, actor_id: int | None = None) -> list[FoldConflict]:
+    """`consent_profiles_merge` for many merges at once, given as (survivor, absorbed) pairs:
+    merges never widen consent. Call inside the merge transaction, after identities moved."""
+    pairs = [(UUID(str(s)), UUID(str(a))) for s, a in merges if str(s) != str(a)]
+    if not pairs:
+        return []
+    survivor_of = {absorbed: survivor for survivor, absorbed in pairs}
+    survivors = sorted(set(survivor_of.values()), key=str)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ledger.LEDGER_LOCK])
+        current = _profile_states(cursor, survivors)
+        incoming = defaultdict(list)
+        for (profile_id, purpose_id), states in _profile_states(cursor, list(survivor_of)).items():
+            incoming[(survivor_of[profile_id], purpose_id)].extend(states)
+        # Index subject_link_profile_idx (profile_id).
+        cursor.execute("UPDATE consent_subjectlink l SET profile_id = m.survivor "
+                       "FROM unnest(%s::uuid[], %s::uuid[]) AS m(absorbed, survivor) WHERE l.profile_id = m.absorbed",
+                       [[str(a) for a in survivor_of], [str(s) for s in survivor_of.values()]])
+        cursor.execute("DELETE FROM consent_profileconsent WHERE profile_id = ANY(%s::uuid[])",
+                       [[str(a) for a in survivor_of]])
+        conflicts = _fold_into_profiles(current, incoming, reason="merge", actor_id=actor_id)
+        return conflicts + consent_identities_sync(profile_ids=survivors)
+
+
+def consent_profiles_split(*, keeper_id, part_ids, actor_id: int | None = None) -> list[FoldConflict]:
+    """Un-merge: each part's consent is re-derived from its own decisions (its identifiers', and
+    its profile id's own staff decisions), never inherited from the profile it left, so a split
+    grants nothing a part's person did not grant. Call after identities moved to the parts.
+
+    The kept profile is re-derived only when decided identifiers left it; otherwise its state
+    (the person's newest decisions, open conflicts) stands. A part whose own decisions differ
+    gets the most restrictive state with the conflict recorded, as a merge would."""
+    keeper = UUID(str(keeper_id))
+    others = [UUID(str(p)) for p in part_ids if UUID(str(p)) != keeper]
+    if not others:
+        return []
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ledger.LEDGER_LOCK])
+        # Links follow identifiers to their part; revived profiles take their profile-id subject back.
+        # Indexes: subject_link_profile_idx, identity_kind_value_uniq (kind, value_hash).
+        cursor.execute("UPDATE consent_subjectlink l SET profile_id = i.profile_id FROM profiles_identity i "
+                       "WHERE l.profile_id = %s AND i.kind = l.subject_kind AND i.value_hash = l.subject_hash "
+                       "AND i.profile_id = ANY(%s::uuid[])", [str(keeper), [str(p) for p in others]])
+        moved = cursor.rowcount
+        cursor.execute("UPDATE consent_subjectlink l SET profile_id = s.profile_id "
+                       "FROM unnest(%s::bytea[], %s::uuid[]) AS s(hash, profile_id) "
+                       "WHERE l.subject_kind = %s AND l.subject_hash = s.hash AND l.profile_id = %s",
+                       [[profile_subject_hash(p) for p in others], [str(p) for p in others], PROFILE_SUBJECT,
+                        str(keeper)])
+        moved += cursor.rowcount
+        return _rederive(cursor, others + ([keeper] if moved else []), actor_id=actor_id)
+
+
+def _rederive(cursor, profile_ids: list[UUID], *, actor_id: int | None) -> list[FoldConflict]:
+    """Replace these profiles' state by the fold of their own decisions (see consent_profiles_split)."""
+    cursor.execute("DELETE FROM consent_profileconsent WHERE profile_id = ANY(%s::uuid[])",
+                   [[str(p) for p in profile_ids]])
+    incoming, pairs = _decided_identities(cursor, profile_ids, linked_too=True)
+    cursor.execute(_PROFILE_SUBJECT_DECISIONS, [[profile_subject_hash(p) for p in profile_ids],
+                                                [str(p) for p in profile_ids]])
+    for profile_id, purpose_id, granted, decided_at, sequence in cursor.fetchall():
+        incoming[(profile_id, purpose_id)].append(State(granted, decided_at, sequence))
+        pairs.add((PROFILE_SUBJECT, profile_subject_hash(profile_id), profile_id))
+    if pairs:
+        _link_upsert(cursor, sorted(pairs, key=lambda p: (p[1], p[0])), datetime.now(UTC))
+    return _fold_into_profiles({}, incoming, reason="split", actor_id=actor_id)

@@ -3,6 +3,7 @@
 The survivor keeps its id; an absorbed profile keeps its row with `merged_into` set (old ids
 handed to client sites still resolve), its own columns untouched — an un-merge revives it as it
 was. Callers hold the profile locks (locks.profiles_lock) and fold traits (traits.ProfileState).
+Consent follows in the same transaction: merges never widen it (consent.services.state).
 """
 
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ import orjson
 from psycopg import sql
 
 from cdp import crypto, hooks
+from consent.services.state import consent_merges_fold
 from profiles.identity.store import temp_copy
 
 
@@ -29,11 +31,15 @@ def _moved_counts(cursor, statement: sql.Composable) -> dict:
     return dict(cursor.fetchall())
 
 
-def merges_apply(cursor, *, merges: list[Merge], now, actor_id=None, reason: str = "") -> dict:
-    """Re-point everything of each absorbed profile to its survivor and log the merges.
+def merges_apply(cursor, *, merges: list[Merge], now, actor_id=None, reason: str = "",
+                 fold_consent: bool = True) -> dict:
+    """Re-point everything of each absorbed profile to its survivor, log the merges and fold
+    consent (most restrictive on disagreement, recorded in the ledger).
 
     Returns {absorbed: (identities, events, transactions moved)}. Re-pointing is idempotent:
-    running it again finds nothing left on the absorbed profiles.
+    running it again finds nothing left on the absorbed profiles. The resolver passes
+    `fold_consent=False` and calls `merges_consent_fold` as its batch's last step, so the ledger
+    lock is held only until its commit.
     """
     if not merges:
         return {}
@@ -67,4 +73,12 @@ def merges_apply(cursor, *, merges: list[Merge], now, actor_id=None, reason: str
             snapshot = crypto.encrypt(orjson.dumps(m.snapshot).decode()) if m.snapshot is not None else None
             copy.write_row(("merge", m.survivor, m.absorbed, m.link_id, m.rule, now, actor_id, reason,
                             moved[1], moved[2], moved[0], snapshot))
+    if fold_consent:
+        merges_consent_fold(merges=merges, actor_id=actor_id)
     return counts
+
+
+def merges_consent_fold(*, merges: list[Merge], actor_id=None) -> None:
+    """Merges never widen consent: fold each absorbed profile's decisions into its survivor's and
+    link the survivor's decided identifiers (takes the consent ledger lock)."""
+    consent_merges_fold(merges=[(m.survivor, m.absorbed) for m in merges], actor_id=actor_id)

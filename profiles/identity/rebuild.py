@@ -2,7 +2,8 @@
 
 The resolver and the un-merge keep components right incrementally; the rebuild is the safety
 net (beat, nightly; `manage.py identity_rebuild`). Under the exclusive graph lock it:
-1. copies out (identity id, profile id) and the active links with binary COPY into NumPy;
+1. reads (identity id, profile id) and the active links into NumPy as a few fixed-width bytea
+   aggregates, over two connections sharing one snapshot;
 2. builds a CSR matrix and runs `scipy.sparse.csgraph.connected_components` (never iterative
    SQL: measured ~330x slower on this data, see PERF-NOTES);
 3. compares components with profiles, vectorised: a component holding identities of several
@@ -12,12 +13,14 @@ net (beat, nightly; `manage.py identity_rebuild`). Under the exclusive graph loc
 """
 
 import logging
+import threading
 import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
+import psycopg
 from django.db import connection, transaction
 from django.utils import timezone
 from psycopg import sql
@@ -31,17 +34,20 @@ from profiles.models import IdentityRebuild
 
 logger = logging.getLogger(__name__)
 
-# Rows go out with COPY, but as a few big bytea values (one aggregate per column, per chunk of
-# ids), not one COPY message per row: 2.5 M rows as CopyData messages cost ~3 s of protocol
-# handling alone. Both aggregates of a chunk see the rows in the same order, so the columns stay
-# aligned. COPY takes no parameters: the bounds are composed as literals by psycopg.sql.
-_IDENTITIES = sql.SQL("COPY (SELECT string_agg(int8send(id), ''::bytea), string_agg(uuid_send(profile_id), "
-                      "''::bytea) FROM profiles_identity WHERE id >= {} AND id < {}) TO STDOUT (FORMAT binary)")
-_LINKS = sql.SQL("COPY (SELECT string_agg(int8send(identity_a_id), ''::bytea), string_agg(int8send(identity_b_id), "
-                 "''::bytea) FROM profiles_identitylink WHERE is_active AND id >= {} AND id < {}) "
-                 "TO STDOUT (FORMAT binary)")
-_HEADER = 19  # binary COPY: 11-byte signature, 4-byte flags, 4-byte header extension length (0)
-CHUNK = 4_000_000  # ids per round trip: keeps every value far below PostgreSQL's 1 GB limit
+# Rows go out as a few big bytea values (one aggregate per range of heap blocks), not one COPY
+# message per row: 2.5 M rows as CopyData messages cost ~3 s of protocol handling alone. Each row
+# is one fixed-width record (id, then the profile uuid's 16 bytes; or the two ends of a link), so
+# the columns cannot come apart. Ranges of ctid are TID range scans: each reader scans only its
+# own blocks (an id range would make every reader scan the whole heap).
+_IDENTITIES = sql.SQL("SELECT string_agg(int8send(id) || uuid_send(profile_id), ''::bytea) FROM profiles_identity "
+                      "WHERE ctid >= %s::tid AND ctid < %s::tid")
+_LINKS = sql.SQL("SELECT string_agg(int8send(identity_a_id) || int8send(identity_b_id), ''::bytea) "
+                 "FROM profiles_identitylink WHERE is_active AND ctid >= %s::tid AND ctid < %s::tid")
+_IDENTITY_RECORD = np.dtype([("id", ">i8"), ("profile", "<u8", (2,))])
+_LINK_RECORD = np.dtype([("a", ">i8"), ("b", ">i8")])
+BLOCKS = 60_000  # heap blocks (8 kB) per statement: values stay far below PostgreSQL's 1 GB limit
+READERS = 2  # connections reading at once (the machine's cores; PostgreSQL scans one per backend)
+_LAST_BLOCK = 2**32 - 1  # the last range is open-ended: blocks a row was added to since still count
 
 
 @dataclass
@@ -50,6 +56,7 @@ class GraphArrays:
     profiles: np.ndarray  # (n, 2) uint64: the profile uuid's 16 bytes
     link_a: np.ndarray  # int64 identity ids
     link_b: np.ndarray
+    readers: int = 1  # connections that read them
 
 
 @dataclass
@@ -60,41 +67,81 @@ class Repair:
     profiles_to_absorb: int = 0  # before splits: sum over mixed components of (profiles - 1)
 
 
-def _copied_fields(data: bytes) -> list[bytes | None]:
-    """The fields of the single row of a binary COPY."""
-    count = int.from_bytes(data[_HEADER:_HEADER + 2], "big", signed=True)
-    fields, offset = [], _HEADER + 2
-    for _ in range(count):
-        length = int.from_bytes(data[offset:offset + 4], "big", signed=True)
-        offset += 4
-        fields.append(None if length < 0 else data[offset:offset + length])
-        offset += max(length, 0)
-    return fields
+def _ranges(cursor, table: str, parts: int) -> list[tuple[str, str]]:
+    """[low, high) ctid ranges covering `table`: `parts` shares, cut into at most BLOCKS blocks."""
+    cursor.execute("SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::int", [table])
+    blocks = cursor.fetchone()[0]
+    step = max(1, min(BLOCKS, -(-blocks // parts)))
+    starts = list(range(0, max(blocks, 1), step))
+    ends = [*starts[1:], _LAST_BLOCK]
+    return [(f"({start},0)", f"({end},0)") for start, end in zip(starts, ends, strict=True)]
 
 
-def _columns(cursor, query: sql.Composable, table: str) -> tuple[bytes, bytes]:
-    """The two aggregated columns of `query` over all ids of `table`, chunk by chunk."""
-    cursor.execute(sql.SQL("SELECT coalesce(min(id), 0), coalesce(max(id), -1) FROM {}").format(
-        sql.Identifier(table)))
-    low, high = cursor.fetchone()
-    first, second = [], []
-    for start in range(low, high + 1, CHUNK):
-        with cursor.copy(query.format(sql.Literal(start), sql.Literal(start + CHUNK))) as copy:
-            a, b = _copied_fields(b"".join(bytes(block) for block in copy))
-        if a is not None:
-            first.append(a)
-            second.append(b)
-    return b"".join(first), b"".join(second)
+def _read(cursor, statement: sql.Composable, ranges) -> list[bytes]:
+    found = []
+    for low, high in ranges:
+        cursor.execute(statement, [low, high], binary=True)  # a server-binding cursor: bytes as they are
+        value = cursor.fetchone()[0]
+        if value is not None:
+            found.append(bytes(value))
+    return found
+
+
+def _reader(snapshot: str, work: list, out: list, index: int) -> None:
+    """One helper connection reading its share in the caller's exported snapshot."""
+    params = connection.get_connection_params()
+    helper = connection.get_new_connection(params)
+    try:
+        helper.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        helper.autocommit = False
+        with psycopg.Cursor(helper) as cursor:
+            # First statement of its transaction; SET takes no parameters, so a quoted literal.
+            cursor.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+            cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+            out[index] = [(kind, _read(cursor, statement, ranges)) for kind, statement, ranges in work]
+        helper.rollback()
+    except Exception as exc:  # surfaced in the caller's thread
+        out[index] = exc
+    finally:
+        helper.close()
 
 
 def graph_copy_out(cursor) -> GraphArrays:
-    """Identities (id, profile) and active links as arrays, read without a per-row Python step."""
-    ids, profiles = _columns(cursor, _IDENTITIES, "profiles_identity")
-    link_a, link_b = _columns(cursor, _LINKS, "profiles_identitylink")
-    return GraphArrays(np.frombuffer(ids, dtype=">i8").astype(np.int64),
-                       np.frombuffer(profiles, dtype="<u8").reshape(-1, 2),
-                       np.frombuffer(link_a, dtype=">i8").astype(np.int64),
-                       np.frombuffer(link_b, dtype=">i8").astype(np.int64))
+    """Identities (id, profile) and active links as arrays, without a per-row Python step.
+
+    When this transaction has written nothing yet (the nightly run), READERS connections read a
+    share each in parallel, all in this transaction's snapshot (pg_export_snapshot): the same
+    rows one connection would see. Otherwise (a caller that wrote first, e.g. a test inside a
+    transaction) this connection reads alone, since others cannot see its uncommitted rows."""
+    identity_ranges = _ranges(cursor, "profiles_identity", READERS)
+    link_ranges = _ranges(cursor, "profiles_identitylink", READERS)
+    cursor.execute("SELECT pg_current_xact_id_if_assigned() IS NULL")
+    shares = [[("identities", _IDENTITIES, identity_ranges[n::READERS]), ("links", _LINKS, link_ranges[n::READERS])]
+              for n in range(READERS)]
+    readers = READERS if cursor.fetchone()[0] else 1
+    if readers > 1:
+        cursor.execute("SELECT pg_export_snapshot()")
+        snapshot = cursor.fetchone()[0]
+        out = [None] * READERS
+        threads = [threading.Thread(target=_reader, args=(snapshot, share, out, n)) for n, share in enumerate(shares)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for result in out:
+            if isinstance(result, Exception):
+                raise result
+    else:
+        with psycopg.Cursor(cursor.connection) as binary:
+            out = [[(kind, _read(binary, statement, ranges)) for kind, statement, ranges in share] for share in shares]
+    parts = {"identities": [], "links": []}
+    for share in out:
+        for kind, values in share:
+            parts[kind].extend(values)
+    identities = np.frombuffer(b"".join(parts["identities"]), dtype=_IDENTITY_RECORD)
+    links = np.frombuffer(b"".join(parts["links"]), dtype=_LINK_RECORD)
+    return GraphArrays(identities["id"].astype(np.int64), np.ascontiguousarray(identities["profile"]),
+                       links["a"].astype(np.int64), links["b"].astype(np.int64), readers)
 
 
 def components_of(graph: GraphArrays) -> tuple[int, np.ndarray]:
@@ -118,59 +165,67 @@ def components_of(graph: GraphArrays) -> tuple[int, np.ndarray]:
 _FOLD = np.uint64(0x9E3779B97F4A7C15)
 
 
+def _fold(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    return hi ^ (lo * _FOLD)  # a 64-bit key of a 128-bit profile id (uint64 arithmetic wraps)
+
+
 def repairs_find(graph: GraphArrays, count: int, labels: np.ndarray) -> Repair:
     """Components that hold several profiles, and profiles spread over several components.
 
     Vectorised and exact on the 128-bit profile ids: a component is mixed when any identity's
     profile differs from the one last written for the component; among the other (pure)
-    components, two with the same profile mean that profile is spread.
+    components, two with the same profile mean that profile is spread. Keys are sorted, never
+    argsorted (a plain sort of a million keys is ~10x cheaper); the few candidates a 64-bit
+    key finds are then checked on all 128 bits.
     """
     if len(labels) == 0:
         return Repair(0, [], [])
     hi, lo = graph.profiles[:, 0], graph.profiles[:, 1]
     rep_hi, rep_lo = np.zeros(count, dtype=np.uint64), np.zeros(count, dtype=np.uint64)
     rep_hi[labels], rep_lo[labels] = hi, lo
-    mixed_rows = (hi != rep_hi[labels]) | (lo != rep_lo[labels])
-    mixed_components = np.unique(labels[mixed_rows])
+    mixed_components = np.unique(labels[(hi != rep_hi[labels]) | (lo != rep_lo[labels])])
     pure = np.ones(count, dtype=bool)
     pure[mixed_components] = False
     pure_ids = np.nonzero(pure)[0]
-    key = rep_hi[pure_ids] ^ (rep_lo[pure_ids] * _FOLD)
-    order = np.argsort(key, kind="stable")
-    sorted_keys = key[order]
-    same = np.nonzero(sorted_keys[1:] == sorted_keys[:-1])[0]
-    spread = set()
-    for n in same.tolist():  # verify candidates on all 128 bits (a 64-bit fold may collide)
-        a, b = pure_ids[order[n]], pure_ids[order[n + 1]]
-        if rep_hi[a] == rep_hi[b] and rep_lo[a] == rep_lo[b]:
-            spread.add((int(rep_hi[a]), int(rep_lo[a])))
-    members, profiles_of = defaultdict(list), defaultdict(set)
-    if len(mixed_components):
-        selected = np.isin(labels, mixed_components)
-        for label, identity_id, h, lw in zip(labels[selected].tolist(), graph.identity_ids[selected].tolist(),
-                                            hi[selected].tolist(), lo[selected].tolist(), strict=True):
-            members[label].append(identity_id)
-            profiles_of[label].add((h, lw))
-        seen = defaultdict(int)
-        for found in profiles_of.values():
-            for profile in found:
-                seen[profile] += 1
-        spread |= {profile for profile, times in seen.items() if times > 1}
-        # A profile of a mixed component that is also some pure component's profile is spread too.
-        candidates = list(seen)
-        folded = np.array([h ^ ((lw * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF) for h, lw in candidates],
-                          dtype=np.uint64)
-        at = np.searchsorted(sorted_keys, folded)
-        for (h, lw), position, fold in zip(candidates, at.tolist(), folded.tolist(), strict=True):
-            while position < len(sorted_keys) and sorted_keys[position] == fold:
-                component = pure_ids[order[position]]
-                if int(rep_hi[component]) == h and int(rep_lo[component]) == lw:
-                    spread.add((h, lw))
-                    break
-                position += 1
+    keys = _fold(rep_hi[pure_ids], rep_lo[pure_ids])
+    sorted_keys = np.sort(keys)
+    repeated = np.unique(sorted_keys[1:][sorted_keys[1:] == sorted_keys[:-1]])
+    members, profiles_of = _mixed(graph, labels, mixed_components)
+    seen = defaultdict(int)
+    for found in profiles_of.values():
+        for profile in found:
+            seen[profile] += 1
+    spread = {profile for profile, times in seen.items() if times > 1}
+    # A profile of a mixed component that is also some pure component's profile is spread too.
+    mixed_keys = _fold(np.array([h for h, _ in seen], dtype=np.uint64), np.array([lw for _, lw in seen],
+                                                                                  dtype=np.uint64))
+    if len(sorted_keys):
+        at = np.minimum(np.searchsorted(sorted_keys, mixed_keys), len(sorted_keys) - 1)
+        repeated = np.union1d(repeated, mixed_keys[sorted_keys[at] == mixed_keys])
+    check = repeated  # keys of pure components to check on all 128 bits
+    pure_profiles = defaultdict(int)
+    if len(check):
+        for component in pure_ids[np.isin(keys, check)].tolist():
+            pure_profiles[(int(rep_hi[component]), int(rep_lo[component]))] += 1
+    spread |= {profile for profile, times in pure_profiles.items() if times > 1 or profile in seen}
     absorb = sum(len(found) - 1 for found in profiles_of.values())
     split_profiles = sorted(np.array(list(p), dtype="<u8").tobytes() for p in spread)
     return Repair(count, list(members.values()), split_profiles, absorb)
+
+
+def _mixed(graph: GraphArrays, labels: np.ndarray, mixed_components: np.ndarray) -> tuple[dict, dict]:
+    """Identity ids and the set of (hi, lo) profiles of each mixed component."""
+    members, profiles_of = defaultdict(list), defaultdict(set)
+    if len(mixed_components):
+        is_mixed = np.zeros(int(labels.max()) + 1, dtype=bool)
+        is_mixed[mixed_components] = True
+        selected = is_mixed[labels]  # a lookup per identity, not isin's sort
+        for label, identity_id, h, lw in zip(labels[selected].tolist(), graph.identity_ids[selected].tolist(),
+                                            graph.profiles[selected, 0].tolist(), graph.profiles[selected, 1].tolist(),
+                                            strict=True):
+            members[label].append(identity_id)
+            profiles_of[label].add((h, lw))
+    return members, profiles_of
 
 
 def identity_graph_rebuild(*, dry_run: bool = False) -> IdentityRebuild:

@@ -15,7 +15,9 @@ A batch works on temporary tables and touches each event in Python never:
    meanwhile (else the batch is retried), and writes set-based: identities, links, merges
    (merge.py), events, transactions, new profiles and activity; identify traits are folded in
    Python for the few profiles that received them;
-6. announces the changed profiles to segments after commit (`cdp.hooks.profiles_changed`).
+6. folds consent last (merges never widen it; decisions recorded on identifiers before they
+   joined a profile now apply to it), holding the consent ledger lock only until commit;
+7. announces the changed profiles to segments after commit (`cdp.hooks.profiles_changed`).
 """
 
 import logging
@@ -31,10 +33,11 @@ from django.utils import timezone
 from psycopg import sql
 
 from cdp import hooks
+from consent.services.state import consent_identities_sync
 from profiles.identity import devices, flags, locks, split, store
 from profiles.identity.blocklist import blocklist_load
 from profiles.identity.extract import Node, identifier_cache
-from profiles.identity.merge import Merge, merges_apply
+from profiles.identity.merge import Merge, merges_apply, merges_consent_fold
 from profiles.identity.traits import Provenance, observations
 from profiles.identity.unionfind import UnionFind
 from profiles.models import Identity, IdentityLink
@@ -125,7 +128,8 @@ def identity_resolve_pending(*, max_seconds: float | None = None, limit: int | N
 # Partial index profiles_event_unresolved (received_at, id) WHERE profile_id IS NULL.
 _CLAIM = sql.SQL("""
 CREATE TEMPORARY TABLE _rb ON COMMIT DROP AS
-SELECT e.id, e.timestamp AS ts, e.source_id, e.type, e.name, e.anonymous_id AS anon, e.user_id AS uid,
+SELECT e.id, e.timestamp AS ts, (extract(epoch FROM e.timestamp) * 1000000)::bigint AS us, e.source_id, e.type,
+       e.name, e.anonymous_id AS anon, e.user_id AS uid,
        CASE WHEN e.type = 'alias' THEN e.previous_id END AS prev,
        CASE WHEN e.type = 'identify' THEN e.traits ->> 'email' END AS email,
        CASE WHEN e.type = 'identify' THEN e.traits ->> 'phone' END AS phone,
@@ -141,13 +145,14 @@ FOR UPDATE SKIP LOCKED
 """)
 # Anonymous and user ids come with when and where each was first and last seen in the batch
 # (most events carry nothing else, so nodes are built from these few rows, not per event).
-# Only (kind, raw) travels to Python.
+# Only (kind, raw) travels to Python. "Source of the first sighting" is the minimum of
+# (µs, event id, source) arrays: a hash aggregate, no sort per group.
 _RAW_IDENTIFIERS = """
 CREATE TEMPORARY TABLE _rraw ON COMMIT DROP AS
-SELECT kind, raw, min(ts) AS first_seen, max(ts) AS last_seen,
-       (array_agg(source_id ORDER BY ts, id))[1] AS source_id FROM (
-    SELECT 'anonymous_id' AS kind, anon AS raw, ts, id, source_id FROM _rb WHERE anon <> ''
-    UNION ALL SELECT 'user_id', uid, ts, id, source_id FROM _rb WHERE uid <> ''
+SELECT kind, raw, min(ts) AS first_seen, max(ts) AS last_seen, (min(ARRAY[us, id, source_id]))[3] AS source_id
+FROM (
+    SELECT 'anonymous_id' AS kind, anon AS raw, ts, us, id, source_id FROM _rb WHERE anon <> ''
+    UNION ALL SELECT 'user_id', uid, ts, us, id, source_id FROM _rb WHERE uid <> ''
 ) seen GROUP BY kind, raw
 UNION ALL
 SELECT DISTINCT kind, raw, NULL::timestamptz, NULL::timestamptz, NULL::bigint FROM (
@@ -162,7 +167,7 @@ SELECT DISTINCT kind, raw, NULL::timestamptz, NULL::timestamptz, NULL::bigint FR
 # userId in this batch), else an anonymous id.
 _KEYED = """
 CREATE TEMPORARY TABLE _re ON COMMIT DROP AS
-SELECT b.id, b.ts, b.source_id, b.type, b.name, b.order_id, b.device, b.os, b.browser, b.ua,
+SELECT b.id, b.ts, b.us, b.source_id, b.type, b.name, b.order_id, b.device, b.os, b.browser, b.ua,
        a.hash AS anon_hash, u.hash AS user_hash,
        CASE WHEN b.type = 'identify' THEN m.hash END AS email_hash,
        CASE WHEN b.type = 'identify' THEN p.hash END AS phone_hash,
@@ -279,7 +284,7 @@ WHERE excluded.first_seen_at < profiles_identitylink.first_seen_at
 # _rn holds it (refreshed after identities were created and merges re-pointed them).
 _FINAL = """
 CREATE TEMPORARY TABLE _rfinal ON COMMIT DROP AS
-SELECT r.id, r.ts, r.source_id, r.name, r.order_id, r.device, r.os, r.browser, r.ua,
+SELECT r.id, r.ts, r.us, r.source_id, r.name, r.order_id, r.device, r.os, r.browser, r.ua,
        COALESCE(n.profile_id, %s::uuid) AS profile_id, n.profile_id IS NULL AS unattributed
 FROM _re r LEFT JOIN _rn n ON n.kind = r.pkind AND n.hash = r.phash
 """
@@ -293,13 +298,14 @@ WHERE f.order_id IS NOT NULL AND NOT f.unattributed AND t.source_id = f.source_i
   AND t.profile_id IS NULL
 RETURNING t.profile_id
 """  # unique index transaction_source_order_uniq (source_id, order_id)
-# The newest event per profile first, then the (regex) device classification on that row only.
+# The newest event per profile first (max of (µs, id) arrays, a hash aggregate), then the
+# (regex) device classification on that row only.
 _ACTIVITY = sql.SQL("""
 CREATE TEMPORARY TABLE _ract ON COMMIT DROP AS
-SELECT f.profile_id, f.first_seen, f.ts AS last_seen, {device} AS device, {os} AS os, {browser} AS browser
-FROM (SELECT DISTINCT ON (profile_id) profile_id, ts, device, os, browser, ua,
-             min(ts) OVER (PARTITION BY profile_id) AS first_seen
-      FROM _rfinal WHERE NOT unattributed ORDER BY profile_id, ts DESC, id DESC) f
+SELECT a.profile_id, a.first_seen, f.ts AS last_seen, {device} AS device, {os} AS os, {browser} AS browser
+FROM (SELECT profile_id, min(ts) AS first_seen, (max(ARRAY[us, id]))[2] AS newest
+      FROM _rfinal WHERE NOT unattributed GROUP BY profile_id) a
+JOIN _rfinal f ON f.id = a.newest
 """)
 _NEW_PROFILES = """
 INSERT INTO profiles_profile (id, created_at, updated_at, first_seen_at, last_seen_at, gender, country, city, postcode,
@@ -332,6 +338,9 @@ class _Resolver:
         self.blocklist = blocklist_load()
 
     def run(self) -> BatchResult:
+        # A batch's temporary tables (~10 MB for 50,000 events) stay in local buffers instead of
+        # spilling; takes effect only before the session's first temporary table (else ignored).
+        self.cursor.execute("SET temp_buffers = '128MB'")
         locks.graph_lock_shared(self.cursor)
         for table in ("_rb", "_rraw", "_rid", "_rhash", "_re", "_rn", "_redge", "_rassign", "_rdecision", "_rfinal", "_ract"):
             self.cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
@@ -401,11 +410,11 @@ class _Resolver:
                             "AND identity_id IS NOT NULL ORDER BY identity_id",
                             [[node.value_hash for node in self.newly_shared]])
         detached = [row[0] for row in self.cursor.fetchall()]
-        for identity_id in detached:
-            split.identity_detach(self.cursor, identity_id=identity_id, now=self.now,
-                                  reason="shared device: anonymous id seen with too many user ids")
-        if detached:
-            self.cursor.execute(_NODES_KNOWN)
+        split_profiles = [split.identity_detach(self.cursor, identity_id=identity_id, now=self.now,
+                                                reason="shared device: anonymous id seen with too many user ids"
+                                                ).profile_id for identity_id in detached]
+        if split_profiles:  # only nodes of the profiles split can have moved
+            self.cursor.execute(_NODES_KNOWN + " AND _rn.profile_id = ANY(%s)", [split_profiles])
 
     def _interesting_edges(self) -> None:
         self.cursor.execute(_INTERESTING)
@@ -519,7 +528,7 @@ class _Resolver:
         for merge in self.merges:
             edge = self.merge_edges.get(merge.absorbed)
             merge.link_id = link_ids.get(edge) if edge else None
-        merges_apply(self.cursor, merges=self.merges, now=self.now)
+        merges_apply(self.cursor, merges=self.merges, now=self.now, fold_consent=False)
         if self.merges:
             self.cursor.execute("UPDATE _rn SET profile_id = m.survivor FROM _identity_merge m "
                                 "WHERE _rn.profile_id = m.absorbed")
@@ -545,6 +554,20 @@ class _Resolver:
         self.result.event_names = set(names or [])
         self.result.changed_profiles = (set(attached_profiles or []) | {m.survivor for m in self.merges}
                                         | {m.absorbed for m in self.merges})
+        self._consent()
+
+    def _consent(self) -> None:
+        """Fold consent into the profiles that gained identifiers or absorbed others. Deferred
+        foreign-key checks run first, so the ledger lock (serialising every consent append) is
+        held only for the fold and the commit (re-deferred at once: the batch may be nested in
+        a larger transaction)."""
+        self.cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        self.cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+        if self.merges:
+            merges_consent_fold(merges=self.merges)
+        self.cursor.execute("SELECT array_agg(DISTINCT profile_id) FROM _rassign")
+        gained = set(self.cursor.fetchone()[0] or []) - {m.absorbed for m in self.merges}
+        consent_identities_sync(profile_ids=gained | {m.survivor for m in self.merges})
 
     def _link_ids(self, edges) -> dict:
         if not edges:

@@ -9,7 +9,9 @@ into parts. Each part gets a profile id:
 Events then go to the part of their main identifier (userId, else anonymousId: the same rule
 the resolver attached them by), transactions follow their order event, and each part's traits,
 first/last seen and device are recomputed. So merging then un-merging puts every event back
-where it was.
+where it was. Consent is re-derived per part from the part's own decisions
+(consent.services.state.consent_profiles_split): a split never grants a part anything its
+person did not grant.
 
 `split_plan` only reads (the un-merge screen shows it as "what will move"); `split_apply`
 writes. Both run inside the caller's transaction, with the graph lock (shared) and the
@@ -27,6 +29,7 @@ from psycopg import sql
 
 from cdp import crypto, hooks
 from consent.services import audit_record
+from consent.services.state import consent_profiles_split
 from profiles.identity import locks, store
 from profiles.identity.blocklist import blocklist_load
 from profiles.identity.devices import device_fields
@@ -155,6 +158,26 @@ def _place_events(cursor, profile_id, parts: list[Part], identities: dict) -> No
             part.transactions_moving += order_id is not None
 
 
+_MOVE_IDENTITIES = sql.SQL("UPDATE profiles_identity i SET origin_profile_id = COALESCE(i.origin_profile_id, "
+                           "i.profile_id), profile_id = s.profile_id FROM {} WHERE i.id = s.id")
+# Primary key (id, timestamp) of each partition.
+_MOVE_EVENTS = sql.SQL("UPDATE profiles_event e SET profile_id = s.profile_id FROM {} "
+                       "WHERE e.id = s.id AND e.timestamp = s.timestamp AND e.profile_id = %s")
+# Unique index transaction_source_order_uniq (source_id, order_id).
+_MOVE_ORDERS = sql.SQL("UPDATE profiles_transaction t SET profile_id = s.profile_id FROM {} "
+                       "WHERE t.source_id = s.source_id AND t.order_id = s.order_id AND t.profile_id = %s")
+
+
+def _moved(cursor, statement: sql.SQL, columns, rows, *params) -> int:
+    """Run a re-pointing statement over rows sent as arrays; how many rows it moved."""
+    rows = list(rows)
+    if not rows:
+        return 0
+    source, arrays = store.rows_unnest(columns, rows)
+    cursor.execute(statement.format(source), [*arrays, *params])
+    return cursor.rowcount
+
+
 def split_apply(cursor, plan: SplitPlan, *, now, link_id=None, actor_id=None, reason: str = "") -> SplitResult:
     """Write a split plan: re-point identities, events, transactions; revive or create profiles;
     recompute each part's traits and activity; log the split."""
@@ -166,23 +189,16 @@ def split_apply(cursor, plan: SplitPlan, *, now, link_id=None, actor_id=None, re
     store.states_write(cursor, new_states, now=now, insert=True)
     cursor.execute("UPDATE profiles_profile SET merged_into_id = NULL, updated_at = %s WHERE id = ANY(%s)",
                    [now, [part.profile_id for part in others if part.status == "revived"]])
-    moving = [(i, part.profile_id) for part in others for i in part.identity_ids]
-    store.temp_copy(cursor, "_split_identities", [("id", "bigint"), ("profile_id", "uuid")], moving)
-    cursor.execute("UPDATE profiles_identity i SET origin_profile_id = COALESCE(i.origin_profile_id, i.profile_id), "
-                   "profile_id = s.profile_id FROM _split_identities s WHERE i.id = s.id")
-    result.identities_moved = cursor.rowcount
-    store.temp_copy(cursor, "_split_events", [("id", "bigint"), ("timestamp", "timestamptz"), ("profile_id", "uuid")],
-                    [(e[0], e[1], part.profile_id) for part in others for e in part.events])
-    cursor.execute("UPDATE profiles_event e SET profile_id = s.profile_id FROM _split_events s "
-                   "WHERE e.id = s.id AND e.timestamp = s.timestamp AND e.profile_id = %s", [plan.profile_id])
-    result.events_moved = cursor.rowcount
-    store.temp_copy(cursor, "_split_orders", [("source_id", "bigint"), ("order_id", "text"), ("profile_id", "uuid")],
-                    [(e[2], e[5], part.profile_id) for part in others for e in part.events if e[5] and e[2]])
-    # Unique index transaction_source_order_uniq (source_id, order_id).
-    cursor.execute("UPDATE profiles_transaction t SET profile_id = s.profile_id FROM _split_orders s "
-                   "WHERE t.source_id = s.source_id AND t.order_id = s.order_id AND t.profile_id = %s",
-                   [plan.profile_id])
-    result.transactions_moved = cursor.rowcount
+    result.identities_moved = _moved(cursor, _MOVE_IDENTITIES, [("id", "bigint"), ("profile_id", "uuid")],
+                                     [(i, part.profile_id) for part in others for i in part.identity_ids])
+    result.events_moved = _moved(cursor, _MOVE_EVENTS, [("id", "bigint"), ("timestamp", "timestamptz"),
+                                                        ("profile_id", "uuid")],
+                                 [(e[0], e[1], part.profile_id) for part in others for e in part.events],
+                                 plan.profile_id)
+    result.transactions_moved = _moved(cursor, _MOVE_ORDERS, [("source_id", "bigint"), ("order_id", "text"),
+                                                              ("profile_id", "uuid")],
+                                       [(e[2], e[5], part.profile_id) for part in others for e in part.events
+                                        if e[5] and e[2]], plan.profile_id)
     if result.transactions_moved:
         hooks.transactions_changed(profile_ids=result.profiles)
     _redirect_absorbed(cursor, plan, now)
@@ -192,6 +208,7 @@ def split_apply(cursor, plan: SplitPlan, *, now, link_id=None, actor_id=None, re
                    "AS s(other, id) WHERE m.kind = 'merge' AND m.other_profile_id = s.other AND m.undone_by_id IS NULL",
                    [[p.profile_id for p in others if p.status == "revived"],
                     [split_ids[p.profile_id] for p in others if p.status == "revived"]])
+    consent_profiles_split(keeper_id=plan.profile_id, part_ids=result.profiles, actor_id=actor_id)
     hooks.profiles_changed(profile_ids=result.profiles, trait_names=changed_traits)
     return result
 

@@ -2,7 +2,8 @@
 
 Everything here takes a raw psycopg cursor inside the caller's transaction. Bulk input goes
 through `temp_copy` (a temporary table filled with COPY, dropped at commit) and then one
-composed statement; no values are ever formatted into SQL text.
+composed statement; the few rows of a merge or an un-merge go as one array per column
+(`rows_unnest`: no DDL, one round trip). No values are ever formatted into SQL text.
 """
 
 import uuid
@@ -47,6 +48,15 @@ def temp_copy(cursor, name: str, columns: list[tuple[str, str]], rows, *, analyz
             copy.write_row(row)
     if analyze:
         cursor.execute(sql.SQL("ANALYZE {}").format(table))
+
+
+def rows_unnest(columns: list[tuple[str, str]], rows) -> tuple[sql.Composable, list]:
+    """`unnest(%s::type[], ...) AS s(column, ...)` and its parameters (one list per column)."""
+    rows = list(rows)
+    arrays = [list(values) for values in zip(*rows, strict=True)] if rows else [[] for _ in columns]
+    types = sql.SQL(", ").join(sql.SQL("%s::{}[]").format(sql.SQL(kind)) for _, kind in columns)
+    names = sql.SQL(", ").join(sql.Identifier(name) for name, _ in columns)
+    return sql.SQL("unnest({}) AS s({})").format(types, names), arrays
 
 
 def encrypt_snapshot(snapshot: dict) -> str:
@@ -123,17 +133,17 @@ def states_write(cursor, states, *, now: datetime, insert: bool = False) -> None
     states = list(states)
     if not states:
         return
-    temp_copy(cursor, "_identity_states", _STATE_TYPES, (_state_row(state) for state in states))
+    source, arrays = rows_unnest(_STATE_TYPES, (_state_row(state) for state in states))
     names = [name for name, _ in _STATE_TYPES]
     if insert:
         columns = sql.SQL(", ").join(map(sql.Identifier, [*names, "created_at", "updated_at"]))
         selected = sql.SQL(", ").join(map(sql.Identifier, names))
-        cursor.execute(sql.SQL("INSERT INTO profiles_profile ({}) SELECT {}, %s, %s FROM _identity_states")
-                       .format(columns, selected), [now, now])
+        cursor.execute(sql.SQL("INSERT INTO profiles_profile ({}) SELECT {}, %s, %s FROM {}")
+                       .format(columns, selected, source), [now, now, *arrays])
     else:
         assignments = sql.SQL(", ").join(sql.SQL("{0} = s.{0}").format(sql.Identifier(name)) for name in names[1:])
-        cursor.execute(sql.SQL("UPDATE profiles_profile p SET {}, updated_at = %s FROM _identity_states s "
-                               "WHERE p.id = s.id").format(assignments), [now])
+        cursor.execute(sql.SQL("UPDATE profiles_profile p SET {}, updated_at = %s FROM {} WHERE p.id = s.id")
+                       .format(assignments, source), [now, *arrays])
         cursor.execute("DELETE FROM profiles_profiletraitsource WHERE profile_id = ANY(%s)",
                        [[state.profile_id for state in states]])
     provenance = [(state.profile_id, name, p.source_id, p.authoritative, p.observed_at)
