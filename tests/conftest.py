@@ -171,9 +171,19 @@ class WorkerProcess:
                 self.process.wait(5)
 
 
+def broker_purge() -> int:
+    """Empty the session's task queue. Earlier tests' after-commit notifications pile up there;
+    their data is gone, so a fresh worker should not have to drain them before this test's work."""
+    from cdp.celery import app
+
+    with app.connection_for_write() as connection:
+        return connection.default_channel.queue_purge(app.conf.task_default_queue) or 0
+
+
 @pytest.fixture
 def celery_worker_process(transactional_db, _private_broker):
     """Start a real Celery worker for one test (needs committed data, hence transactional_db)."""
+    broker_purge()
     worker = WorkerProcess(_private_broker)
     yield worker
     worker.stop()

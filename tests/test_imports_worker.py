@@ -8,7 +8,7 @@ import pytest
 
 from profiles.imports import services
 from profiles.models import ComputedTraits, Identity, ImportJob, ImportRowError, Profile, Source, Transaction
-from tests.conftest import WorkerProcess
+from tests.conftest import WorkerProcess, broker_purge
 from tests.helpers import wait_until
 from tests.imports_helpers import _import_dir  # noqa: F401 - autouse fixture
 
@@ -27,6 +27,7 @@ def _big_transactions_file(path, rows: int) -> None:
 def slow_worker(transactional_db, _private_broker, monkeypatch):
     """A real worker that imports in small chunks, so a test can stop it half-way."""
     monkeypatch.setenv("CDP_IMPORT_CHUNK_ROWS", "1000")
+    broker_purge()  # before the test queues its import: the worker then starts on that alone
     workers = []
 
     def start():
@@ -69,7 +70,6 @@ def test_an_import_killed_half_way_leaves_nothing_and_can_be_retried(users, slow
     assert (done.rows_loaded, done.transactions_created, done.profiles_created) == (ROWS, ROWS, 20_000)
     assert Transaction.objects.count() == ROWS and Profile.objects.count() == 20_000
     # The import announced the new purchases; the worker recomputed those profiles' traits.
-    # (generous: the session queue may still hold earlier tests' messages for the worker to drain)
     wait_until(lambda: ComputedTraits.objects.filter(order_count=ROWS // 20_000).count() == 20_000, timeout=300)
 
 
