@@ -50,4 +50,18 @@ def demo_data_load_if_empty(*, out) -> bool:
     from consent.demo import demo_consent_generate
 
     out.write(f"• Demo consent: {demo_consent_generate():,} ledger records\n")
+    out.write(f"• Demo segments: {demo_segments_create()} from the templates (the worker computes them first)\n")
     return True
+
+
+@transaction.atomic
+def demo_segments_create() -> int:
+    """One segment per template, so the marketer's screens start with sizes, history and overlap;
+    each first recompute is queued after commit for the worker."""
+    from segments.presets import PRESETS, preset_definition
+    from segments.services.definitions import segment_create
+
+    for preset in PRESETS.values():
+        segment_create(actor=None, key=preset.key, name=preset.name, description=preset.description,
+                       definition=preset_definition(preset.key), schedule_minutes=preset.schedule_minutes)
+    return len(PRESETS)

@@ -114,15 +114,36 @@ def _ensure_database(params: dict, database: str) -> None:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
 
 
+def _postmaster_info(pgdata: Path, wait_seconds: float = 5.0):
+    """postmaster.pid as pgserver reads it, or None. The file is written in steps (and by
+    initdb's standalone backends with a negative pid), so an incomplete one is read again."""
+    import time
+
+    from pgserver.utils import PostmasterInfo
+
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            info = PostmasterInfo.read_from_pgdata(pgdata)
+        except (AssertionError, ValueError, IndexError):
+            info = None
+        else:
+            if info is None or info.pid > 0:
+                return info
+        if time.monotonic() >= deadline:
+            logger.warning("embedded PostgreSQL: postmaster.pid stayed incomplete; not stopping it")
+            return None
+        time.sleep(0.2)
+
+
 def stop(data_dir: Path) -> bool:
     """Stop the embedded server whatever handles remain (the launcher's last step)."""
     pgdata = pgdata_path(data_dir)
     if not (pgdata / "postmaster.pid").exists():
         return False
     from pgserver._commands import pg_ctl
-    from pgserver.utils import PostmasterInfo
 
-    info = PostmasterInfo.read_from_pgdata(pgdata)
+    info = _postmaster_info(pgdata)
     if info is None or not info.is_running():
         return False
     system_user = "pgserver" if os.geteuid() == 0 else None

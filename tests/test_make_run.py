@@ -43,6 +43,15 @@ def _wait_for(process, pattern: str, timeout: float, log: list[str]) -> re.Match
     pytest.fail(f"launcher did not print {pattern!r} within {timeout} s:\n{''.join(log)}")
 
 
+def _wait_for_value(probe, timeout: float):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := probe():
+            return value
+        time.sleep(0.5)
+    pytest.fail(f"not reached within {timeout} s")
+
+
 def _postmaster_alive(data_dir: Path) -> bool:
     """The embedded server is up if postmaster.pid names a live process (its command line may
     not mention the folder: pg_ctl restart drops -D, and long paths move the socket)."""
@@ -89,6 +98,14 @@ def test_make_run_serves_the_dashboard_and_ctrl_c_stops_every_process(tmp_path):
                                        "csrfmiddlewaretoken": token, "next": "/"})
         assert dashboard.url.rstrip("/") == base
         assert 'data-testid="count-profiles">200<' in dashboard.text
+        assert 'data-testid="count-segments">7<' in dashboard.text
+        assert "Demo segments: 7 from the templates" in output
+        # The worker computes the demo segments' first runs.
+        def computed():
+            listing = session.get(f"{base}/api/segments/", timeout=5).json()["results"]
+            return len(listing) == 7 and all(item["computed_at"] for item in listing) and listing
+        listing = _wait_for_value(computed, timeout=120)
+        assert {item["status"] for item in listing} == {"ok"}
 
         children = psutil.Process(process.pid).children(recursive=True)
         names = " ".join(" ".join(child.cmdline()) for child in children)
