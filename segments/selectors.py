@@ -16,7 +16,7 @@ from profiles.models import Identity, Profile
 from segments.evaluation import fields as F
 from segments.evaluation import members_statement, sentence
 from segments.models import Membership, MembershipChange, Segment, SegmentRun, Timer, WebhookDelivery
-from segments.purposes import profiles_with_purposes
+from segments.purposes import profiles_with_purposes, segment_purposes_condition
 from segments.services.definitions import definition_check
 
 CATALOG_SECONDS = 300
@@ -240,6 +240,29 @@ def segment_members(*, segment: Segment):
     return (Membership.objects.filter(segment=segment, version_to__isnull=True,
                                       version_from__lte=segment.membership_version)
             .select_related("profile").order_by("-entered_at", "profile_id"))
+
+
+def visitor_segments(*, kind: str, value_hash: bytes) -> tuple[object | None, set[int]]:
+    """The profile an identifier belongs to (following a merge) and the ids of the active
+    segments it is visibly a member of whose required purposes it granted (for content
+    decisions; the client-facing lookup is segments.lookup). (None, set()) for an unknown one."""
+    with connection.cursor() as cursor:
+        # Index: identity_kind_value_uniq (kind, value_hash); profiles_profile pkey.
+        cursor.execute("SELECT coalesce(p.merged_into_id, p.id) FROM profiles_identity i "
+                       "JOIN profiles_profile p ON p.id = i.profile_id WHERE i.kind = %s AND i.value_hash = %s",
+                       [kind, value_hash])
+        row = cursor.fetchone()
+        if row is None:
+            return None, set()
+        required = segment_purposes_condition(profile_column=sql.Identifier("m", "profile_id"),
+                                              segment_column=sql.Identifier("s", "required_purposes"))
+        # Index: membership_profile_idx (profile_id, segment_id).
+        cursor.execute(sql.SQL(
+            "SELECT s.id FROM segments_membership m JOIN segments_segment s ON s.id = m.segment_id "
+            "WHERE m.profile_id = %s AND s.is_active AND m.version_from <= s.membership_version "
+            "AND (m.version_to IS NULL OR m.version_to > s.membership_version) AND {}").format(required.sql)
+            .as_string(None), [row[0], *required.params])
+        return row[0], {segment_id for segment_id, in cursor.fetchall()}
 
 
 def members_consented(*, memberships: list[Membership], purposes: list[str]) -> list[Membership]:

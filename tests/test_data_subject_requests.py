@@ -29,6 +29,8 @@ from consent.services import requests
 from consent.services.audit import audit_record
 from consent.services.inputs import ConsentInputError
 from consent.services.retention import retention_rule_run
+from content.models import ContentBlock, Exposure, Slot
+from content.services import decide as decide_content
 from profiles.models import (
     ComputedTraits,
     Event,
@@ -104,6 +106,7 @@ def ada_and_bob(db, users, media):
     audit_record(actor=users["dan"], action="profile.viewed", object_type="profile", object_id=ada.id)
     audit_record(actor=users["dan"], action="profile.viewed", object_type="profile", object_id=bob.id)
     _segment_data(ada, bob)
+    _content_data()
     _import_data(media)
     access = requests.dsr_create(type="access", identifier_kind="email", identifier=ADA["email"],
                                  actor=users["cora"], note="asked by letter, Zenobia Quixotic")
@@ -127,6 +130,15 @@ def _segment_data(ada, bob):
         "profiles": [{"profile_id": str(ada.id), **entry}, {"profile_id": str(bob.id), **entry}]})
     WebhookDelivery.objects.create(segment=segment, event="exited", profile_count=1, payload={
         "segment": "loyal", "event": "exited", "profiles": [{"profile_id": str(ada.id), **entry}]})
+
+
+def _content_data():
+    """Each of them is shown a personalised block once through the decision service (exposures)."""
+    slot = Slot.objects.create(key="home_hero", name="Home hero", default_template="<p>Welcome</p>")
+    ContentBlock.objects.create(key="spring", name="Spring", slot=slot, template="<p>Spring</p>")
+    for kind, value in (("email", ADA["email"]), ("anonymous_id", "anon-bob")):
+        decision = decide_content(source_id=None, visitor=(kind, hash_of(kind, value)), slot_keys=["home_hero"])
+        assert decision.personalized and decision.slots[0].block == "spring"
 
 
 def _import_data(media):
@@ -211,6 +223,8 @@ def test_erasure_leaves_nothing_of_the_person_in_any_registered_location(ada_and
     assert receipt.counts["segments.MembershipChange"] == {"deleted": 1}
     assert receipt.counts["segments.Timer"] == {"deleted": 1}
     assert receipt.counts["segments.WebhookDelivery"] == {"changed": 2}
+    assert receipt.counts["content.Exposure"] == {"deleted": 1}
+    assert Exposure.objects.filter(profile=bob).count() == 1
     # Her upload is gone (the history row stays), Bob's is kept; her row error is gone.
     assert receipt.counts["profiles.ImportJob"] == {"changed": 1}
     assert receipt.counts["profiles.ImportRowError"] == {"deleted": 1}
