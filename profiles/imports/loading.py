@@ -7,7 +7,6 @@ Identifiers are matched like ingestion matches them: normalised (profiles/identi
 looked up on `profiles_identity (kind, value_hash)` (unique index identity_kind_value_uniq).
 """
 
-import io
 import queue
 import threading
 from contextlib import contextmanager
@@ -99,6 +98,31 @@ def _hex(digest: bytes) -> str:
     return "\\x" + digest.hex()
 
 
+_CSV_SPECIAL = ('"', ",", "\n", "\r")
+
+
+def csv_text(frame: pd.DataFrame) -> str:
+    """The frame as CSV lines for COPY, built a column at a time and joined once: pandas' to_csv
+    formats cell by cell and took a third of staging. Missing and empty values both go as an
+    unquoted empty field (NULL), as to_csv wrote them."""
+    columns = [_csv_fields(frame[name]) for name in frame.columns]
+    return "\n".join(map(",".join, zip(*columns, strict=True))) + "\n"
+
+
+def _csv_fields(column: pd.Series) -> list[str]:
+    values = column.tolist()
+    kind = column.dtype.kind if isinstance(column.dtype, np.dtype) else ""  # nullable Int64: the general way
+    if kind in ("i", "u"):
+        return list(map(str, values))
+    if kind == "f":
+        return [repr(v) if v == v else "" for v in values]  # NaN != NaN
+    texts = [v if type(v) is str else ("" if pd.isna(v) else str(v)) for v in values]
+    joined = "".join(texts)
+    if any(special in joined for special in _CSV_SPECIAL):
+        texts = [f'"{t.replace('"', '""')}"' if any(c in t for c in _CSV_SPECIAL) else t for t in texts]
+    return texts
+
+
 class _Abort(Exception):
     pass
 
@@ -157,9 +181,7 @@ class Stager:
         if valid.empty:
             return
         stage = self._stage_frame(valid)
-        buffer = io.StringIO()
-        stage.to_csv(buffer, header=False, index=False, na_rep="")
-        self._put(buffer.getvalue())
+        self._put(csv_text(stage))
         self.rows += len(stage)
 
     def close(self) -> None:
