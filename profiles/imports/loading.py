@@ -110,13 +110,19 @@ def csv_text(frame: pd.DataFrame) -> str:
 
 
 def _csv_fields(column: pd.Series) -> list[str]:
+    kind = column.dtype.kind
+    if not isinstance(column.dtype, np.dtype) and kind in ("i", "u"):  # nullable Int64
+        texts = list(map(str, column.to_numpy(dtype=np.int64, na_value=0).tolist()))
+        for position in np.flatnonzero(column.isna().to_numpy()):
+            texts[position] = ""
+        return texts
     values = column.tolist()
-    kind = column.dtype.kind if isinstance(column.dtype, np.dtype) else ""  # nullable Int64: the general way
     if kind in ("i", "u"):
         return list(map(str, values))
     if kind == "f":
         return [repr(v) if v == v else "" for v in values]  # NaN != NaN
-    texts = [v if type(v) is str else ("" if pd.isna(v) else str(v)) for v in values]
+    # Missing: None, NaN, NaT (each unequal to itself) or pd.NA.
+    texts = [v if type(v) is str else ("" if v is None or v is pd.NA or v != v else str(v)) for v in values]
     joined = "".join(texts)
     if any(special in joined for special in _CSV_SPECIAL):
         texts = [f'"{t.replace('"', '""')}"' if any(c in t for c in _CSV_SPECIAL) else t for t in texts]
