@@ -69,7 +69,8 @@ _TYPES = {"ts_us": "bigint", "row_number": "bigint", "row_digest": "bigint", "cu
 
 def session_prepare(cursor) -> None:
     """Give the session room for its staging tables, unless temp tables were used in it already
-    (PostgreSQL then refuses a new temp_buffers; the import still works, spilling to disk)."""
+    (PostgreSQL then refuses a new temp_buffers; the import still works, spilling to disk), and
+    its sorts and hashes room in memory for the rest of the transaction."""
     cursor.execute("SAVEPOINT import_temp_buffers")
     try:
         cursor.execute(sql.SQL("SET temp_buffers = {}").format(
@@ -77,6 +78,7 @@ def session_prepare(cursor) -> None:
     except psycopg.errors.InvalidParameterValue:
         cursor.execute("ROLLBACK TO SAVEPOINT import_temp_buffers")
     cursor.execute("RELEASE SAVEPOINT import_temp_buffers")
+    cursor.execute(sql.SQL("SET LOCAL work_mem = {}").format(sql.Literal(f"{settings.CDP_IMPORT_WORK_MEM_MB}MB")))
 
 
 def _column_type(name: str) -> str:
@@ -306,6 +308,13 @@ def rejects_find(cursor, plan: Plan) -> tuple[list[tuple], int]:
     duplicates; the rows are removed from the stage."""
     if plan.kind == F.TRANSACTIONS:
         order_header = plan.header_of("order_id")
+        # Only lines sharing an order id can be duplicates or conflicts. One hash aggregate finds
+        # them (most exports repeat none), so the window functions below, two sorts each, see
+        # only those lines instead of every line of the file.
+        cursor.execute("""
+            CREATE TEMP TABLE import_repeated ON COMMIT DROP AS
+            SELECT order_id FROM import_stage GROUP BY order_id HAVING count(*) > 1""")
+        cursor.execute("ANALYZE import_repeated")
         cursor.execute("""
             CREATE TEMP TABLE import_rejects ON COMMIT DROP AS
             WITH ranked AS (
@@ -314,7 +323,8 @@ def rejects_find(cursor, plan: Plan) -> tuple[list[tuple], int]:
                        first_value(row_number) OVER w AS first_row,
                        first_value(customer_key) OVER w AS first_customer,
                        first_value(currency) OVER w AS first_currency
-                FROM import_stage WINDOW w AS (PARTITION BY order_id ORDER BY row_number))
+                FROM import_stage WHERE order_id IN (SELECT order_id FROM import_repeated)
+                WINDOW w AS (PARTITION BY order_id ORDER BY row_number))
             SELECT row_number, order_id AS value,
                    CASE WHEN same_as <> row_number THEN 'duplicate of row ' || same_as || ' (skipped)'
                         WHEN first_customer IS DISTINCT FROM customer_key
@@ -347,12 +357,15 @@ def rejects_find(cursor, plan: Plan) -> tuple[list[tuple], int]:
 
 def identifiers_stage(cursor, plan: Plan) -> None:
     """Each row's identifiers (import_row_ident) and the file's distinct ones (import_ident)."""
-    kinds = [kind for _f, kind in IDENTITY_KINDS]
+    # Only the mapped kinds (the others' columns are NULL in every row): a file with one
+    # identifier column makes one candidate per row, not four.
+    kinds = [(position, kind) for position, (field, kind) in enumerate(IDENTITY_KINDS, start=1)
+             if field in plan.targets] or list(enumerate((kind for _f, kind in IDENTITY_KINDS), start=1))
     values = sql.SQL(", ").join(
         sql.SQL("({}, {}, {}, {}, {})").format(
             sql.Literal(position), sql.Literal(kind), sql.Identifier(f"{kind}_hash"), sql.Identifier(f"{kind}_value"),
             sql.SQL("encode(s.email_digest, 'hex')") if kind == Identity.Kind.EMAIL else sql.SQL("NULL::text"))
-        for position, kind in enumerate(kinds, start=1))
+        for position, kind in kinds)
     if plan.kind != F.TRANSACTIONS:
         values = sql.SQL("{}, (9, {}, s.sha_digest, NULL, NULL::text)").format(values, sql.Literal(SHA256_KIND))
     cursor.execute(sql.SQL("""
@@ -628,8 +641,10 @@ def _authoritative_sources(cursor) -> list[int]:
 
 
 def _orders_select(cursor) -> tuple[sql.Composable, bool]:
-    """The file's orders (rows sharing an order id are its lines) and whether any has several lines."""
-    cursor.execute("SELECT EXISTS (SELECT 1 FROM import_stage GROUP BY order_id HAVING count(*) > 1)")
+    """The file's orders (rows sharing an order id are its lines) and whether any has several lines.
+    import_repeated (rejects_find) holds the order ids the file repeats, before rejects were removed."""
+    cursor.execute("""SELECT EXISTS (SELECT 1 FROM import_stage s JOIN import_repeated r USING (order_id)
+                                     GROUP BY s.order_id HAVING count(*) > 1)""")
     if cursor.fetchone()[0]:
         return sql.SQL("""
             SELECT s.order_id, min(t.profile_id::text)::uuid AS profile_id, sum(s.amount) AS amount,
