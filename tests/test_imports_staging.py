@@ -64,3 +64,18 @@ def test_references_vouch_refuses_a_matched_profile_that_is_gone(target):
 def test_references_vouch_refuses_a_source_that_is_gone(target):
     with pytest.raises(IntegrityError, match="source was deleted"):
         references_vouch(target, 987654)
+
+
+def test_insert_absent_skips_rows_a_concurrent_writer_inserted_meanwhile(db):
+    from psycopg import sql
+
+    from profiles.imports.loading import _insert_absent
+
+    cursor = connection.cursor().cursor
+    cursor.execute("CREATE TEMP TABLE t_orders (order_id text UNIQUE) ON COMMIT DROP")
+    cursor.execute("INSERT INTO t_orders VALUES ('B')")  # the other writer's order
+    statement = sql.SQL("INSERT INTO t_orders SELECT unnest(%s::text[])")
+    assert _insert_absent(cursor, statement, "(order_id)", [["A", "B", "C"]]) == 2
+    assert _insert_absent(cursor, statement, "(order_id)", [["D"]]) == 1
+    cursor.execute("SELECT order_id FROM t_orders ORDER BY 1")
+    assert [row[0] for row in cursor.fetchall()] == ["A", "B", "C", "D"]

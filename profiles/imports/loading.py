@@ -386,7 +386,7 @@ def identifiers_stage(cursor, plan: Plan) -> None:
     cursor.execute("ANALYZE import_ident")
 
 
-def identities_resolve(cursor) -> None:
+def identities_resolve(cursor, plan: Plan) -> None:
     """Which existing profile each row belongs to (through any of its identifiers)."""
     identities_refresh(cursor)
     # Each row's profile: one its identifiers already belong to, else one another row of the same
@@ -398,10 +398,15 @@ def identities_resolve(cursor) -> None:
         FROM import_row_ident r JOIN import_ident i ON i.kind = r.kind AND i.hash = r.hash
         WHERE i.profile_id IS NOT NULL GROUP BY r.row_number""")
     cursor.execute("ANALYZE import_row_match")
-    cursor.execute("""
+    # A transactions file's first and last order per customer come along (the new profiles'
+    # first and last seen): the grouping is done here once.
+    seen = (sql.SQL("min(s.ts_us) AS first_us, max(s.ts_us) AS last_us") if plan.kind == F.TRANSACTIONS
+            else sql.SQL("NULL::bigint AS first_us, NULL::bigint AS last_us"))
+    cursor.execute(sql.SQL("""
         CREATE TEMP TABLE import_key ON COMMIT DROP AS
-        SELECT s.customer_key, min(m.profile_id::text)::uuid AS matched, gen_random_uuid() AS fresh
-        FROM import_stage s LEFT JOIN import_row_match m USING (row_number) GROUP BY s.customer_key""")
+        SELECT s.customer_key, min(m.profile_id::text)::uuid AS matched, gen_random_uuid() AS fresh, {seen}
+        FROM import_stage s LEFT JOIN import_row_match m USING (row_number) GROUP BY s.customer_key""").format(
+        seen=seen))
     cursor.execute("ANALYZE import_key")
     cursor.execute("""
         CREATE TEMP TABLE import_target ON COMMIT DROP AS
@@ -410,7 +415,6 @@ def identities_resolve(cursor) -> None:
         FROM import_stage s LEFT JOIN import_row_match m USING (row_number)
              JOIN import_key k ON k.customer_key = s.customer_key""")
     cursor.execute("CREATE UNIQUE INDEX ON import_target (row_number)")
-    cursor.execute("CREATE INDEX ON import_target (customer_key)")
     # Temp tables have no statistics until analysed; without them the planner picks nested loops
     # over 10^5 x 10^5 rows.
     cursor.execute("ANALYZE import_target")
@@ -491,15 +495,18 @@ def profiles_create(cursor, plan: Plan, source_id: int) -> int:
     """One new profile per customer key among rows that matched nobody."""
     cursor.execute("""
         CREATE TEMP TABLE import_new ON COMMIT DROP AS
-        SELECT customer_key, fresh AS profile_id FROM import_key WHERE matched IS NULL""")
-    seen = f"min({TS})" if plan.kind == F.TRANSACTIONS else "now()"
-    last = f"max({TS})" if plan.kind == F.TRANSACTIONS else "now()"
+        SELECT customer_key, fresh AS profile_id FROM import_key WHERE matched IS NULL AND customer_key IS NOT NULL""")
+    # Rows of a customer key that matched nobody all go to its fresh profile (identities_resolve),
+    # so import_key already holds each new profile's first and last order.
+    epoch = "timestamptz 'epoch' + k.{} * interval '1 microsecond'"
+    seen = epoch.format("first_us") if plan.kind == F.TRANSACTIONS else "now()"
+    last = epoch.format("last_us") if plan.kind == F.TRANSACTIONS else "now()"
     created = _run(cursor, sql.SQL("""
         INSERT INTO profiles_profile (id, created_at, updated_at, first_seen_at, last_seen_at, gender, country, city,
             postcode, income_band, language, occupation, last_device_type, last_os, last_browser, traits)
-        SELECT t.profile_id, now(), now(), {}, {}, '', '', '', '', '', '', '', '', '', '', '{{}}'::jsonb
-        FROM import_target t JOIN import_stage s USING (row_number)
-        WHERE NOT t.matched GROUP BY t.profile_id""").format(sql.SQL(seen), sql.SQL(last)))
+        SELECT k.fresh, now(), now(), {}, {}, '', '', '', '', '', '', '', '', '', '', '{{}}'::jsonb
+        FROM import_key k WHERE k.matched IS NULL AND k.customer_key IS NOT NULL""").format(sql.SQL(seen),
+                                                                                             sql.SQL(last)))
     return created
 
 
@@ -511,12 +518,11 @@ def identities_insert(cursor, source_id: int, *, several_per_row: bool = True, e
     without emails (no digests to write) so is reading the new identities' ids back. `vouched`:
     see references_vouch (the identities point at the import's profiles and source)."""
     with row_checks_skipped(cursor, vouched):
-        cursor.execute("""
+        _insert_absent(cursor, sql.SQL("""
             INSERT INTO profiles_identity (profile_id, kind, value_hash, value, source_id, first_seen_at, last_seen_at)
             SELECT t.profile_id, i.kind, i.hash, i.value, %s, now(), now()
             FROM import_ident i JOIN import_target t ON t.row_number = i.first_row
-            WHERE i.identity_id IS NULL AND i.kind <> %s
-            ON CONFLICT (kind, value_hash) DO NOTHING""", [source_id, SHA256_KIND])
+            WHERE i.identity_id IS NULL AND i.kind <> %s"""), "(kind, value_hash)", [source_id, SHA256_KIND])
     if not several_per_row and not emails:
         return []
     identities_refresh(cursor)
@@ -640,6 +646,22 @@ def _authoritative_sources(cursor) -> list[int]:
     return [row[0] for row in cursor.fetchall()]
 
 
+def _insert_absent(cursor, statement: sql.Composable, unique: str, params: list) -> int:
+    """Run an INSERT … SELECT of rows just checked absent from a unique index; returns the rows
+    inserted. Plain first: with ON CONFLICT every row is a speculative insertion (one more index
+    probe and WAL record each). Should a concurrent writer have inserted one of them meanwhile,
+    the plain insert fails on the unique index and runs again skipping those (DO NOTHING)."""
+    cursor.execute("SAVEPOINT import_insert")
+    try:
+        cursor.execute(statement, params)
+    except psycopg.errors.UniqueViolation:
+        cursor.execute("ROLLBACK TO SAVEPOINT import_insert")
+        cursor.execute(sql.SQL("{} ON CONFLICT {} DO NOTHING").format(statement, sql.SQL(unique)), params)
+    inserted = cursor.rowcount
+    cursor.execute("RELEASE SAVEPOINT import_insert")
+    return inserted
+
+
 def _orders_select(cursor) -> tuple[sql.Composable, bool]:
     """The file's orders (rows sharing an order id are its lines) and whether any has several lines.
     import_repeated (rejects_find) holds the order ids the file repeats, before rejects were removed."""
@@ -669,20 +691,23 @@ def transactions_insert(cursor, source_id: int, *, vouched: bool = False) -> int
     `vouched`: see references_vouch (orders point at the import's profiles and source, items at
     the orders made here)."""
     orders, multi_line = _orders_select(cursor)
+    # The sequence is looked up once: pg_get_serial_sequence() in the select list ran per row.
+    cursor.execute("SELECT pg_get_serial_sequence('profiles_transaction', 'id')")
+    sequence = cursor.fetchone()[0]
     # Index transaction_source_order_uniq (source_id, order_id) finds orders imported before.
     cursor.execute(sql.SQL("""
         CREATE TEMP TABLE import_orders ON COMMIT DROP AS
-        SELECT nextval(pg_get_serial_sequence('profiles_transaction', 'id')) AS id, o.*
+        SELECT nextval({sequence}::regclass) AS id, o.*
         FROM ({orders}) o
         WHERE NOT EXISTS (SELECT 1 FROM profiles_transaction x WHERE x.source_id = %s AND x.order_id = o.order_id)
-        """).format(orders=orders), [source_id])
+        """).format(orders=orders, sequence=sql.Literal(sequence)), [source_id])
     new_orders = cursor.rowcount
     with row_checks_skipped(cursor, vouched):
-        inserted = _run(cursor, """
+        inserted = _insert_absent(cursor, sql.SQL("""
             INSERT INTO profiles_transaction (id, source_id, order_id, profile_id, amount, currency, channel, store,
                                               timestamp, created_at)
-            SELECT id, %s, order_id, profile_id, amount, currency, channel, store, ts, now() FROM import_orders
-            ON CONFLICT (source_id, order_id) DO NOTHING""", [source_id])
+            SELECT id, %s, order_id, profile_id, amount, currency, channel, store, ts, now() FROM import_orders"""),
+            "(source_id, order_id)", [source_id])
     if inserted < new_orders:  # another writer of this source took some order ids meanwhile
         cursor.execute("DELETE FROM import_orders o WHERE NOT EXISTS "
                        "(SELECT 1 FROM profiles_transaction x WHERE x.id = o.id)")
@@ -759,7 +784,7 @@ def load(cursor, plan: Plan, *, job_id: int, source_id: int, authoritative: bool
         report += consents.consent_rows_reject(cursor, headers=_consent_headers(plan))
     on_phase("matching identities")
     report += _identifiers_without_erased(cursor, plan)
-    identities_resolve(cursor)
+    identities_resolve(cursor, plan)
     if plan.kind == F.ENRICHMENT:
         report += unmatched_reject(cursor, plan)
         cursor.execute("CREATE TEMP TABLE import_new ON COMMIT DROP AS SELECT NULL::bytea AS customer_key, "
