@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from django.db import IntegrityError, connection
 
-from profiles.imports.loading import csv_text, references_vouch
+from profiles.imports.loading import csv_data, csv_text, references_vouch
 from profiles.models import Profile, Source
 
 
@@ -32,6 +32,30 @@ def test_csv_text_writes_what_pandas_to_csv_wrote():
 def test_csv_text_quotes_a_carriage_return():
     # to_csv left a lone CR unquoted, which COPY refuses ("unquoted carriage return found in data").
     assert csv_text(pd.DataFrame({"a": ["cr\rhere", "x"], "b": [1, 2]})) == '"cr\rhere",1\nx,2\n'
+
+
+def test_csv_data_loads_the_same_rows_as_csv_text(db):
+    frame = pd.DataFrame({
+        "number": [1, -2, 3],
+        "text": pd.array(["x,y", None, 'say "hi"'], dtype="string"),
+        "amount": [1.5, np.nan, 123456789012.34],
+        "quantity": pd.array([1, None, 3], dtype="Int64"),
+        "free": ["", "two\nlines", "cr\rhere"],
+        "hash": ["\\x00ff", "\\x01", None],
+        "flag": pd.array([True, False, None], dtype="boolean"),
+    })
+    columns = "number bigint, text text, amount numeric(14,2), quantity integer, free text, hash bytea, flag boolean"
+    cursor = connection.cursor().cursor
+    loaded = []
+    for name, data in (("by_text", csv_text(frame)), ("by_arrow", csv_data(frame))):
+        cursor.execute(f"CREATE TEMP TABLE {name} ({columns}) ON COMMIT DROP")
+        with cursor.copy(f"COPY {name} FROM STDIN (FORMAT csv)") as copy:
+            copy.write(data)
+        cursor.execute(f"SELECT * FROM {name} ORDER BY number")
+        loaded.append(cursor.fetchall())
+    assert isinstance(csv_data(frame), bytes)  # the Arrow path took this frame
+    assert loaded[0] == loaded[1]
+    assert [row[4] for row in loaded[0]] == ["two\nlines", None, "cr\rhere"]  # an empty text is NULL, as before
 
 
 @pytest.fixture
