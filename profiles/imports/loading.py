@@ -436,7 +436,7 @@ def identities_resolve(cursor, plan: Plan) -> None:
     cursor.execute("ANALYZE import_key")
     cursor.execute("""
         CREATE TEMP TABLE import_target ON COMMIT DROP AS
-        SELECT s.row_number, s.customer_key, coalesce(m.profile_id, k.matched, k.fresh) AS profile_id,
+        SELECT s.row_number, coalesce(m.profile_id, k.matched, k.fresh) AS profile_id,
                coalesce(m.profile_id, k.matched) IS NOT NULL AS matched
         FROM import_stage s LEFT JOIN import_row_match m USING (row_number)
              JOIN import_key k ON k.customer_key = s.customer_key""")
