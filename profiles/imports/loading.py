@@ -399,7 +399,8 @@ def identifiers_stage(cursor, plan: Plan) -> None:
         SELECT s.row_number, v.priority, v.kind, v.hash, v.value, v.digest
         FROM import_stage s CROSS JOIN LATERAL (VALUES {}) AS v(priority, kind, hash, value, digest)
         WHERE v.hash IS NOT NULL""").format(values))
-    cursor.execute("CREATE INDEX ON import_row_ident (row_number)")
+    # No indexes on these two: every join over them is a hash join of whole tables (building them
+    # cost more than the joins that could use them).
     cursor.execute("ANALYZE import_row_ident")
     # GROUP BY (hash aggregate) instead of DISTINCT ON (a sort of every row). Any row's value
     # will do: for emails and phones each is a ciphertext of the same normalised identifier.
@@ -408,7 +409,6 @@ def identifiers_stage(cursor, plan: Plan) -> None:
         SELECT kind, hash, min(value) AS value, min(digest) AS digest, min(row_number) AS first_row,
                NULL::bigint AS identity_id, NULL::uuid AS profile_id
         FROM import_row_ident GROUP BY kind, hash""")
-    cursor.execute("CREATE INDEX ON import_ident (kind, hash)")
     cursor.execute("ANALYZE import_ident")
 
 
