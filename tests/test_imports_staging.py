@@ -103,3 +103,11 @@ def test_insert_absent_skips_rows_a_concurrent_writer_inserted_meanwhile(db):
     assert _insert_absent(cursor, statement, "(order_id)", [["D"]]) == 1
     cursor.execute("SELECT order_id FROM t_orders ORDER BY 1")
     assert [row[0] for row in cursor.fetchall()] == ["A", "B", "C", "D"]
+
+
+def test_keyed_hashes_are_the_identity_hashes():
+    from profiles.identifiers import identity_hash
+    from profiles.imports.loading import _keyed_hashes
+
+    values = ["C1", "ann@example.com", "+4930123456", "ünïcode"]
+    assert _keyed_hashes("email", values) == [identity_hash("email", v) for v in values]
