@@ -311,6 +311,9 @@ CDP_IMPORT_FILE_DAYS = env_int("CDP_IMPORT_FILE_DAYS", 7, minimum=0)
 # they spill to temporary files. PostgreSQL's default (8 MB) makes every pass over a big stage
 # read it back from disk.
 CDP_IMPORT_TEMP_BUFFERS_MB = env_int("CDP_IMPORT_TEMP_BUFFERS_MB", 512, minimum=1, maximum=65536)
+# Memory of each sort and hash of the import's set-based steps (PostgreSQL `work_mem`, SET LOCAL):
+# a 1,000,000-line file's joins, groupings and the sort into file order spill to disk below this.
+CDP_IMPORT_WORK_MEM_MB = env_int("CDP_IMPORT_WORK_MEM_MB", 256, minimum=1, maximum=65536)
 # Identity resolution (profiles/identity/): events per resolver batch (one transaction each),
 # how long one task run keeps taking batches before it re-enqueues itself, and the guard rails:
 # at most this many user ids per profile, and an anonymous id seen with more user ids than this

@@ -175,7 +175,9 @@ class Identity(models.Model):
 
     PERSONAL_KINDS = frozenset({Kind.EMAIL, Kind.PHONE})
 
-    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="identities")
+    # No single-column index: identity_profile_kind_idx (profile, kind) serves lookups by profile
+    # and the cascade, and an import writes one index less per identifier.
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="identities", db_index=False)
     kind = models.CharField(max_length=20, choices=Kind.choices)
     value_hash = models.BinaryField(max_length=32)
     # Plaintext for pseudonymous ids (anonymous/user/device/crm); AES-GCM ciphertext for email
@@ -313,9 +315,13 @@ class Transaction(models.Model):
         STORE = "store"
         PHONE = "phone"
 
-    source = models.ForeignKey(Source, on_delete=models.PROTECT, related_name="+")
+    # No single-column indexes on source and profile: transaction_source_order_uniq (source, order_id)
+    # and transaction_profile_ts_idx (profile, timestamp) lead with them and serve the same lookups
+    # (the PROTECT check, SET NULL, "orders of a profile"); each index is written for every imported order.
+    source = models.ForeignKey(Source, on_delete=models.PROTECT, related_name="+", db_index=False)
     order_id = models.CharField(max_length=100)
-    profile = models.ForeignKey(Profile, null=True, blank=True, on_delete=models.SET_NULL, related_name="transactions")
+    profile = models.ForeignKey(Profile, null=True, blank=True, on_delete=models.SET_NULL, related_name="transactions",
+                                db_index=False)
     amount = models.DecimalField(max_digits=14, decimal_places=2)
     currency = models.CharField(max_length=3)
     channel = models.CharField(max_length=10, choices=Channel.choices, default=Channel.WEB)

@@ -130,6 +130,23 @@ def test_transactions_file_validation_reports_every_bad_row(users, pos):
     assert list(Transaction.objects.values_list("order_id", "amount")) == [("A1", Decimal("10.00"))]
 
 
+def test_lines_sharing_an_order_id_make_one_order_with_an_item_each(users, pos):
+    content = (b"order_id,customer_id,date,amount,currency,product\n"
+               b"M1,C1,2024-03-01,10.00,EUR,Tea\n"
+               b"M2,C2,2024-03-02,7.00,EUR,Jam\n"
+               b"M1,C1,2024-03-01,5.50,EUR,Cake\n"
+               b"M2,C2,2024-03-02,1.00,USD,Bread\n"
+               b"M3,C2,2024-03-03,2.00,EUR,Milk\n")
+    job = run_import(user=users["dan"], source=pos, kind="transactions", content=content)
+    assert job.status == "succeeded", job.error_message
+    assert error_report(job) == [["5", "order_id", "M2", "order id already used with another currency at row 3"]]
+    orders = {t.order_id: t for t in Transaction.objects.prefetch_related("items")}
+    assert {o: t.amount for o, t in orders.items()} == {"M1": Decimal("15.50"), "M2": Decimal("7.00"),
+                                                         "M3": Decimal("2.00")}
+    assert sorted(i.product_name for i in orders["M1"].items.all()) == ["Cake", "Tea"]
+    assert [i.product_name for i in orders["M2"].items.all()] == ["Jam"]
+
+
 def test_a_row_naming_two_existing_profiles_links_them_and_requests_a_merge(users, crm):
     from profiles.models import IdentityLink, PendingMerge
 

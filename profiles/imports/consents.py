@@ -79,7 +79,7 @@ def erased_rows_reject(cursor, *, kind_headers: dict[str, str], consent_columns:
                    "FROM unnest(%s::text[], %s::bytea[]) AS e(kind, hash)", [list(kinds), list(hashes)])
     if consent_columns:
         _lifts_mark(cursor)
-    # Index: the temp index on import_row_ident (row_number) serves the stage delete's join.
+    # Hash joins (no temp indexes): import_erased is small, the stage is read once.
     cursor.execute("""
         WITH hit AS (
             SELECT r.row_number, (array_agg(r.kind ORDER BY r.priority))[1] AS kind
