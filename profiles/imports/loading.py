@@ -517,8 +517,13 @@ def row_checks_skipped(cursor, vouched: bool):
     cursor.execute("SELECT current_setting('session_replication_role')")
     previous = cursor.fetchone()[0]
     cursor.execute("SET LOCAL session_replication_role = replica")
-    yield
-    cursor.execute(sql.SQL("SET LOCAL session_replication_role = {}").format(sql.Literal(previous)))
+    try:
+        yield
+    finally:
+        # Also on an error: a caller that recovers (a savepoint) must not go on writing without
+        # the checks, e.g. into the consent ledger whose append-only trigger this role skips too.
+        if cursor.connection.info.transaction_status != psycopg.pq.TransactionStatus.INERROR:
+            cursor.execute(sql.SQL("SET LOCAL session_replication_role = {}").format(sql.Literal(previous)))
 
 
 def unmatched_reject(cursor, plan: Plan) -> list[tuple]:
