@@ -2,9 +2,10 @@
 segment visible in the lookup API, at a steady 1,000 events/s (target: p95 under 1 s).
 
 The whole system runs as in production: gunicorn (4 sync workers) serving `POST /v1/batch` and
-`GET /v1/segments`, one real Celery worker (prefork, `--concurrency` processes, 4 by default:
-the tasks wait on PostgreSQL much of the time; identity resolution, then the real-time
-evaluation it triggers) on Redis, the lookup cache in Redis.
+`GET /v1/segments`, real Celery workers on Redis: one for the default queue (prefork,
+`--concurrency` processes, 3 by default: the tasks wait on PostgreSQL much of the time; identity
+resolution, which queues the real-time changes) and one for the `realtime` queue (the drainer,
+`--realtime-concurrency` 1; 0 = the first worker serves both queues), the lookup cache in Redis.
 
 - Data (database `cdp_bench_realtime_e2e`, reused while it matches): the demo shop
   (`--profiles`, 90 days), the seven template segments plus `probe_viewers` ("did probe_viewed
@@ -203,17 +204,16 @@ def environment(redis_url: str) -> dict:
 class Processes:
     """gunicorn and a Celery worker, each in its own process group, stopped together."""
 
-    def __init__(self, env: dict, workers: int, concurrency: int):
+    def __init__(self, env: dict, workers: int, concurrency: int, realtime_concurrency: int):
         self.log = tempfile.NamedTemporaryFile("w+", prefix="bench-e2e-", suffix=".log", delete=False)  # noqa: SIM115 - open while the children run
         options = {"cwd": ROOT, "env": env, "start_new_session": True, "stdout": self.log, "stderr": subprocess.STDOUT}
         self.children = [
             subprocess.Popen([sys.executable, "-m", "gunicorn", "cdp.wsgi:application", "--bind", f"{HOST}:{PORT}",
                               "--workers", str(workers), "--log-level", "warning"], **options),
-            subprocess.Popen([sys.executable, "-m", "celery", "-A", "cdp", "worker", "--pool", "prefork",
-                              "--concurrency", str(concurrency), "--without-gossip", "--without-mingle",
-                              "--without-heartbeat", "--loglevel", os.environ.get("BENCH_WORKER_LOGLEVEL", "WARNING"),
-                              "--hostname", f"bench-e2e-{os.getpid()}@%h"], **options),
+            self._worker(concurrency, ["celery"] if realtime_concurrency else ["celery", "realtime"], "main", options),
         ]
+        if realtime_concurrency:  # segments' real-time queue served by its own worker
+            self.children.append(self._worker(realtime_concurrency, ["realtime"], "realtime", options))
         say(f"  server and worker output: {self.log.name}")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -229,6 +229,14 @@ class Processes:
                 time.sleep(0.3)
         self.stop()
         raise RuntimeError(f"gunicorn or the worker did not start; see {self.log.name}")
+
+    @staticmethod
+    def _worker(concurrency: int, queues: list[str], name: str, options: dict) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "celery", "-A", "cdp", "worker", "--pool", "prefork",
+                                 "--concurrency", str(concurrency), "-Q", ",".join(queues), "--without-gossip",
+                                 "--without-mingle", "--without-heartbeat", "--loglevel",
+                                 os.environ.get("BENCH_WORKER_LOGLEVEL", "WARNING"),
+                                 "--hostname", f"bench-e2e-{name}-{os.getpid()}@%h"], **options)
 
     def stop(self) -> None:
         for child in self.children:
@@ -454,7 +462,7 @@ class Watch(threading.Thread):
     def run(self) -> None:
         while not self.done.wait(1.0):
             waiting = self.db.execute("SELECT count(*) FROM segments_realtimechange").fetchone()[0]
-            self.samples.append((waiting, self.redis.llen("celery")))
+            self.samples.append((waiting, self.redis.llen("celery") + self.redis.llen("realtime")))
         self.db.close()
 
     def summary(self) -> str:
@@ -474,8 +482,10 @@ class CpuMeter:
         postmaster = next(p for p in psutil.process_iter(["cmdline"])
                           if str(embedded.pgdata_path(settings.CDP_DATA_DIR)) in " ".join(p.info["cmdline"] or []))
         self.own = "bench (senders, probes)"
-        self.groups = {"gunicorn": processes.children[0].pid, "celery worker": processes.children[1].pid,
-                       "postgres": postmaster.pid, self.own: os.getpid()}
+        self.groups = {"gunicorn": processes.children[0].pid, "celery worker": processes.children[1].pid}
+        if len(processes.children) > 2:
+            self.groups["real-time worker"] = processes.children[2].pid
+        self.groups.update({"postgres": postmaster.pid, self.own: os.getpid()})
 
     def _sample(self) -> dict[str, float]:
         import psutil
@@ -526,8 +536,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=60, help="measured period under load")
     parser.add_argument("--senders", type=int, default=2)
     parser.add_argument("--workers", type=int, default=4, help="gunicorn sync workers")
-    parser.add_argument("--concurrency", type=int, default=4,
+    parser.add_argument("--concurrency", type=int, default=3,
                         help="Celery worker processes (the tasks wait on PostgreSQL much of the time)")
+    parser.add_argument("--realtime-concurrency", type=int, default=1,
+                        help="processes of a second worker serving only the `realtime` queue (0: none, the "
+                             "first worker serves both queues)")
     parser.add_argument("--idle-probes", type=int, default=20)
     parser.add_argument("--trace", action="store_true",
                         help="time each stage of every probe (adds a few queries per poll: diagnostics only)")
@@ -544,10 +557,11 @@ def main() -> None:
     read_auth = f"Bearer {read}"
     probes_needed = args.idle_probes + 2 * args.seconds
     background_visitors, probe_visitors = visitors[probes_needed:], visitors[:probes_needed]
-    processes = Processes(environment(redis_url), args.workers, args.concurrency)
+    processes = Processes(environment(redis_url), args.workers, args.concurrency, args.realtime_concurrency)
     try:
-        say(f"system: gunicorn {args.workers} sync workers, Celery worker --concurrency {args.concurrency}, "
-            f"Redis {redis_url}")
+        say(f"system: gunicorn {args.workers} sync workers, Celery worker --concurrency {args.concurrency}"
+            + (f" and a real-time worker (-Q realtime) --concurrency {args.realtime_concurrency}"
+               if args.realtime_concurrency else " on both queues") + f", Redis {redis_url}")
         idle = Probes(probe_visitors[:args.idle_probes], write_auth, read_auth, Trace() if args.trace else None)
         for visitor in list(idle.visitors):  # one at a time: the idle floor
             idle.visitors.remove(visitor)

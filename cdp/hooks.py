@@ -5,6 +5,7 @@ the next stage's task by name, if that task exists in this code base:
 
 - ingestion stored events            -> `events_ingested`   -> identity resolution
 - identity resolution changed people -> `profiles_changed`  -> segments' real-time evaluation
+  (the change is queued in the caller's transaction, a drain task follows on commit)
 - purchases attached or imported     -> `transactions_changed` -> computed traits (RFM, ...)
 - current consent of profiles changed -> `consent_changed`   -> segments (webhooks, lookup
   cache, consent conditions)
@@ -14,6 +15,11 @@ from celery import current_app
 from django.db import transaction
 
 REALTIME_TASK = "segments.realtime_evaluate"
+# Segments' real-time queue of changes: written in-process, in the transaction that changed the
+# profiles (a change can never be lost between commit and a task message, and there is no task
+# message per change to wait behind others); then one small drain task is sent on commit.
+REALTIME_QUEUE_LISTENER = "segments.services.realtime.realtime_changes_queue"
+REALTIME_DRAIN_TASK = "segments.realtime_drain"
 RESOLVE_TASK = "profiles.identity_resolve_pending"
 TRAITS_TASK = "profiles.computed_traits_refresh"
 # Called in-process (not a task): lookups must stop answering from the cache on the very next
@@ -58,14 +64,22 @@ def events_ingested(*, source_id: int, count: int) -> bool:
 def profiles_changed(*, profile_ids, event_names=(), trait_names=()) -> bool:
     """After commit, ask segments to re-evaluate these profiles; True if a task was queued.
 
-    Call it inside the transaction that made the change: the task is sent on commit only.
+    Call it inside the transaction that made the change: the change is queued in it (segments'
+    `RealtimeChange` rows commit or roll back with it) and the drain task is sent on commit only.
     Include absorbed profiles of a merge and new profiles of an un-merge in `profile_ids`.
     """
     ids = sorted({str(profile_id) for profile_id in profile_ids})
     if not ids:
         return False
-    return _send_on_commit(REALTIME_TASK, {"profile_ids": ids, "event_names": sorted(set(event_names)),
-                                           "trait_names": sorted(set(trait_names))})
+    names = {"event_names": sorted(set(event_names)), "trait_names": sorted(set(trait_names))}
+    from django.apps import apps
+
+    if apps.is_installed("segments") and _task_exists(REALTIME_DRAIN_TASK):
+        from django.utils.module_loading import import_string
+
+        import_string(REALTIME_QUEUE_LISTENER)(profile_ids=ids, **names)
+        return _send_on_commit(REALTIME_DRAIN_TASK, {})
+    return _send_on_commit(REALTIME_TASK, {"profile_ids": ids, **names})
 
 
 def transactions_changed(*, profile_ids) -> bool:
