@@ -20,6 +20,8 @@ REALTIME_TASK = "segments.realtime_evaluate"
 # message per change to wait behind others); then one small drain task is sent on commit.
 REALTIME_QUEUE_LISTENER = "segments.services.realtime.realtime_changes_queue"
 REALTIME_DRAIN_TASK = "segments.realtime_drain"
+# Sends REALTIME_DRAIN_TASK unless one is already queued (one message under sustained load).
+REALTIME_DRAIN_REQUEST = "segments.services.realtime.realtime_drain_request"
 RESOLVE_TASK = "profiles.identity_resolve_pending"
 TRAITS_TASK = "profiles.computed_traits_refresh"
 # Called in-process (not a task): lookups must stop answering from the cache on the very next
@@ -78,7 +80,8 @@ def profiles_changed(*, profile_ids, event_names=(), trait_names=()) -> bool:
         from django.utils.module_loading import import_string
 
         import_string(REALTIME_QUEUE_LISTENER)(profile_ids=ids, **names)
-        return _send_on_commit(REALTIME_DRAIN_TASK, {})
+        transaction.on_commit(import_string(REALTIME_DRAIN_REQUEST))
+        return True
     return _send_on_commit(REALTIME_TASK, {"profile_ids": ids, **names})
 
 
