@@ -63,8 +63,12 @@ def events_ingested(*, source_id: int, count: int) -> bool:
     return _send_on_commit(RESOLVE_TASK, {"source_id": source_id})
 
 
-def profiles_changed(*, profile_ids, event_names=(), trait_names=()) -> bool:
+def profiles_changed(*, profile_ids, event_names=(), trait_names=(), event_names_by_profile=None) -> bool:
     """After commit, ask segments to re-evaluate these profiles; True if a task was queued.
+
+    `event_names_by_profile` (optional, {profile id: event names}): the events each profile's
+    own change touched, so segments evaluate it only for the segments those events can change;
+    profiles missing from it get `event_names`.
 
     Call it inside the transaction that made the change: the change is queued in it (segments'
     `RealtimeChange` rows commit or roll back with it) and the drain task is sent on commit only.
@@ -79,7 +83,8 @@ def profiles_changed(*, profile_ids, event_names=(), trait_names=()) -> bool:
     if apps.is_installed("segments") and _task_exists(REALTIME_DRAIN_TASK):
         from django.utils.module_loading import import_string
 
-        import_string(REALTIME_QUEUE_LISTENER)(profile_ids=ids, **names)
+        import_string(REALTIME_QUEUE_LISTENER)(profile_ids=ids, event_names_by_profile=event_names_by_profile,
+                                               **names)
         transaction.on_commit(import_string(REALTIME_DRAIN_REQUEST))
         return True
     return _send_on_commit(REALTIME_TASK, {"profile_ids": ids, **names})

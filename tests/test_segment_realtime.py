@@ -166,6 +166,19 @@ def test_a_batch_evaluates_each_segment_only_for_the_profiles_whose_change_it_re
 
 
 @pytest.mark.django_db
+def test_each_queued_profile_keeps_the_event_names_of_its_own_change():
+    from segments.models import RealtimeChange
+    from segments.services.realtime import realtime_changes_queue
+
+    w = World(now=timezone.now())
+    anna, ben = w.profile(), w.profile()
+    assert realtime_changes_queue(profile_ids=[anna, ben], event_names=["Home", "product_viewed"],
+                                  trait_names=["plan"], event_names_by_profile={anna: ["product_viewed"]}) == 2
+    queued = {(c.profile_id, tuple(c.event_names), tuple(c.trait_names)) for c in RealtimeChange.objects.all()}
+    assert queued == {(anna, ("product_viewed",), ("plan",)), (ben, ("Home", "product_viewed"), ("plan",))}
+
+
+@pytest.mark.django_db
 def test_a_broken_segment_is_skipped_and_the_rest_of_the_batch_applies(users):
     from segments.services.realtime import realtime_changes_queue, realtime_drain
 

@@ -19,6 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import orjson
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Q
@@ -288,14 +289,21 @@ def timers_sweep(*, limit: int = SWEEP_LIMIT) -> int:
 
 # -- the queue of changes ----------------------------------------------------------------------
 
-def realtime_changes_queue(*, profile_ids, event_names=(), trait_names=()) -> int:
-    """Queue changed profiles for the drainer (one statement); returns how many were queued."""
+def realtime_changes_queue(*, profile_ids, event_names=(), trait_names=(), event_names_by_profile=None) -> int:
+    """Queue changed profiles for the drainer (one statement); returns how many were queued.
+    `event_names_by_profile` ({profile id: names}) narrows a profile's event names to its own."""
     ids = _uuids(profile_ids)
-    if ids:
-        with connection.cursor() as cursor:
-            cursor.execute("INSERT INTO segments_realtimechange (profile_id, event_names, trait_names, created_at) "
-                           "SELECT unnest(%s::uuid[]), %s::varchar[], %s::varchar[], now()",
-                           [uuid_array(ids), sorted(set(event_names)), sorted(set(trait_names))])
+    if not ids:
+        return 0
+    events = sorted(set(event_names))
+    own = {str(key): sorted(set(names)) for key, names in (event_names_by_profile or {}).items()}
+    rows = [[str(profile_id), own.get(str(profile_id), events)] for profile_id in ids]
+    with connection.cursor() as cursor:
+        # One jsonb array of [id, [event names]]: each row its own names, one round trip.
+        cursor.execute("INSERT INTO segments_realtimechange (profile_id, event_names, trait_names, created_at) "
+                       "SELECT (r ->> 0)::uuid, ARRAY(SELECT jsonb_array_elements_text(r -> 1))::varchar[], "
+                       "%s::varchar[], now() FROM jsonb_array_elements(%s::jsonb) AS r",
+                       [sorted(set(trait_names)), orjson.dumps(rows).decode()])
     return len(ids)
 
 
