@@ -2,9 +2,10 @@
 segment visible in the lookup API, at a steady 1,000 events/s (target: p95 under 1 s).
 
 The whole system runs as in production: gunicorn (4 sync workers) serving `POST /v1/batch` and
-`GET /v1/segments`, one real Celery worker (prefork, `--concurrency` processes, 4 by default:
-the tasks wait on PostgreSQL much of the time; identity resolution, then the real-time
-evaluation it triggers) on Redis, the lookup cache in Redis.
+`GET /v1/segments`, real Celery workers on Redis: one for the default queue (prefork,
+`--concurrency` processes, 3 by default: the tasks wait on PostgreSQL much of the time; identity
+resolution, which queues the real-time changes) and one for the `realtime` queue (the drainer,
+`--realtime-concurrency` 1; 0 = the first worker serves both queues), the lookup cache in Redis.
 
 - Data (database `cdp_bench_realtime_e2e`, reused while it matches): the demo shop
   (`--profiles`, 90 days), the seven template segments plus `probe_viewers` ("did probe_viewed
@@ -203,17 +204,16 @@ def environment(redis_url: str) -> dict:
 class Processes:
     """gunicorn and a Celery worker, each in its own process group, stopped together."""
 
-    def __init__(self, env: dict, workers: int, concurrency: int):
+    def __init__(self, env: dict, workers: int, concurrency: int, realtime_concurrency: int):
         self.log = tempfile.NamedTemporaryFile("w+", prefix="bench-e2e-", suffix=".log", delete=False)  # noqa: SIM115 - open while the children run
         options = {"cwd": ROOT, "env": env, "start_new_session": True, "stdout": self.log, "stderr": subprocess.STDOUT}
         self.children = [
             subprocess.Popen([sys.executable, "-m", "gunicorn", "cdp.wsgi:application", "--bind", f"{HOST}:{PORT}",
                               "--workers", str(workers), "--log-level", "warning"], **options),
-            subprocess.Popen([sys.executable, "-m", "celery", "-A", "cdp", "worker", "--pool", "prefork",
-                              "--concurrency", str(concurrency), "--without-gossip", "--without-mingle",
-                              "--without-heartbeat", "--loglevel", os.environ.get("BENCH_WORKER_LOGLEVEL", "WARNING"),
-                              "--hostname", f"bench-e2e-{os.getpid()}@%h"], **options),
+            self._worker(concurrency, ["celery"] if realtime_concurrency else ["celery", "realtime"], "main", options),
         ]
+        if realtime_concurrency:  # segments' real-time queue served by its own worker
+            self.children.append(self._worker(realtime_concurrency, ["realtime"], "realtime", options))
         say(f"  server and worker output: {self.log.name}")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -229,6 +229,14 @@ class Processes:
                 time.sleep(0.3)
         self.stop()
         raise RuntimeError(f"gunicorn or the worker did not start; see {self.log.name}")
+
+    @staticmethod
+    def _worker(concurrency: int, queues: list[str], name: str, options: dict) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "celery", "-A", "cdp", "worker", "--pool", "prefork",
+                                 "--concurrency", str(concurrency), "-Q", ",".join(queues), "--without-gossip",
+                                 "--without-mingle", "--without-heartbeat", "--loglevel",
+                                 os.environ.get("BENCH_WORKER_LOGLEVEL", "WARNING"),
+                                 "--hostname", f"bench-e2e-{name}-{os.getpid()}@%h"], **options)
 
     def stop(self) -> None:
         for child in self.children:
@@ -315,12 +323,13 @@ def sender(index: int, templates: list[bytes], auth: str, start: float, interval
 class Probes:
     """Probe visitors: send one probe_viewed event, then poll the lookup until it shows."""
 
-    def __init__(self, visitors: list[str], write_auth: str, read_auth: str):
+    def __init__(self, visitors: list[str], write_auth: str, read_auth: str, trace=None):
         self.visitors = visitors
         self.write_auth, self.read_auth = write_auth, read_auth
         self.latencies: list[float] = []
         self.timeouts = 0
         self.lock = threading.Lock()
+        self.trace = trace  # a Trace: time each stage of every probe (diagnostics, adds queries)
 
     def one(self, visitor: str, timeout: float = 15.0) -> None:
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
@@ -328,10 +337,15 @@ class Probes:
         if post_batch(body, self.write_auth) != 200:
             raise RuntimeError("a probe event was not accepted")
         accepted = time.monotonic()
+        stages = self.trace.start(visitor) if self.trace else None
         while time.monotonic() - accepted < timeout:
+            if stages is not None:
+                self.trace.look(stages, accepted)
             if PROBE_SEGMENT in lookup_keys(visitor, self.read_auth):
                 with self.lock:
                     self.latencies.append(time.monotonic() - accepted)
+                if stages is not None:
+                    self.trace.done(stages, time.monotonic() - accepted)
                 return
             time.sleep(0.02)
         with self.lock:
@@ -345,6 +359,84 @@ class Probes:
             began = time.monotonic()
             self.one(self.visitors.pop())
             time.sleep(max(0.0, began + 1 / per_second - time.monotonic()))
+
+
+class Trace:
+    """`--trace`: when each stage of a probe became visible in the database, polled with the
+    lookup (ms after the POST was accepted): event attached to a profile (resolution committed),
+    membership row open (real-time batch committed), lookup answered with the segment."""
+
+    STAGES = ("resolved", "member", "visible")
+
+    def __init__(self):
+        import psycopg
+
+        params = connection.get_connection_params()
+        self.db = psycopg.connect(**{key: value for key, value in params.items() if key != "cursor_factory"},
+                                  autocommit=True)
+        self.segment_id = self.db.execute("SELECT id FROM segments_segment WHERE key = %s",
+                                          [PROBE_SEGMENT]).fetchone()[0]
+        self.rows: list[dict] = []
+
+    def start(self, visitor: str) -> dict:
+        return {"visitor": visitor, "profile": None}
+
+    def look(self, stages: dict, accepted: float) -> None:
+        elapsed = (time.monotonic() - accepted) * 1000
+        if stages["profile"] is None:
+            # Index: profiles_event (name, timestamp).
+            row = self.db.execute("SELECT profile_id FROM profiles_event WHERE name = 'probe_viewed' AND timestamp > "
+                                  "now() - interval '1 hour' AND anonymous_id = %s", [stages["visitor"]]).fetchone()
+            if row and row[0]:
+                stages["profile"], stages["resolved"] = row[0], elapsed
+        if stages["profile"] is not None and "member" not in stages and self.db.execute(
+                "SELECT 1 FROM segments_membership WHERE segment_id = %s AND profile_id = %s AND version_to IS NULL",
+                [self.segment_id, stages["profile"]]).fetchone():
+            stages["member"] = elapsed
+
+    def done(self, stages: dict, seconds: float) -> None:
+        stages["visible"] = seconds * 1000
+        self.rows.append(stages)
+
+    def summary(self) -> str:
+        lines = []
+        for stage in self.STAGES:
+            values = [row[stage] / 1000 for row in self.rows if stage in row]
+            lines.append(f"    {stage:>8}: p50 {percentile(values, 0.5):.0f} ms, p95 {percentile(values, 0.95):.0f} ms, "
+                         f"max {percentile(values, 1.0):.0f} ms ({len(values)} seen)")
+        slow = sorted(self.rows, key=lambda row: row["visible"])[-5:]
+        lines.append("    slowest: " + "; ".join(
+            "/".join(f"{row.get(stage, float('nan')):.0f}" for stage in self.STAGES) for row in slow))
+        return "\n".join(lines)
+
+
+class ActivitySampler(threading.Thread):
+    """`--trace`: what PostgreSQL's active backends are running, sampled 20 times a second (a
+    poor man's profile of where the database's time goes: no pg_stat_statements here)."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        import psycopg
+
+        params = connection.get_connection_params()
+        self.db = psycopg.connect(**{key: value for key, value in params.items() if key != "cursor_factory"},
+                                  autocommit=True)
+        self.counts: dict[str, int] = {}
+        self.samples = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.05):
+            self.samples += 1
+            for (query,) in self.db.execute("SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 90) FROM "
+                                            "pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid() "
+                                            "AND backend_type = 'client backend'").fetchall():
+                self.counts[query] = self.counts.get(query, 0) + 1
+        self.db.close()
+
+    def summary(self, top: int = 15) -> str:
+        ranked = sorted(self.counts.items(), key=lambda item: -item[1])[:top]
+        return "\n".join(f"    {count / max(1, self.samples):5.2f} backends  {query}" for query, count in ranked)
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -370,7 +462,7 @@ class Watch(threading.Thread):
     def run(self) -> None:
         while not self.done.wait(1.0):
             waiting = self.db.execute("SELECT count(*) FROM segments_realtimechange").fetchone()[0]
-            self.samples.append((waiting, self.redis.llen("celery")))
+            self.samples.append((waiting, self.redis.llen("celery") + self.redis.llen("realtime")))
         self.db.close()
 
     def summary(self) -> str:
@@ -390,8 +482,10 @@ class CpuMeter:
         postmaster = next(p for p in psutil.process_iter(["cmdline"])
                           if str(embedded.pgdata_path(settings.CDP_DATA_DIR)) in " ".join(p.info["cmdline"] or []))
         self.own = "bench (senders, probes)"
-        self.groups = {"gunicorn": processes.children[0].pid, "celery worker": processes.children[1].pid,
-                       "postgres": postmaster.pid, self.own: os.getpid()}
+        self.groups = {"gunicorn": processes.children[0].pid, "celery worker": processes.children[1].pid}
+        if len(processes.children) > 2:
+            self.groups["real-time worker"] = processes.children[2].pid
+        self.groups.update({"postgres": postmaster.pid, self.own: os.getpid()})
 
     def _sample(self) -> dict[str, float]:
         import psutil
@@ -442,9 +536,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=60, help="measured period under load")
     parser.add_argument("--senders", type=int, default=2)
     parser.add_argument("--workers", type=int, default=4, help="gunicorn sync workers")
-    parser.add_argument("--concurrency", type=int, default=4,
+    parser.add_argument("--concurrency", type=int, default=3,
                         help="Celery worker processes (the tasks wait on PostgreSQL much of the time)")
+    parser.add_argument("--realtime-concurrency", type=int, default=1,
+                        help="processes of a second worker serving only the `realtime` queue (0: none, the "
+                             "first worker serves both queues)")
     parser.add_argument("--idle-probes", type=int, default=20)
+    parser.add_argument("--trace", action="store_true",
+                        help="time each stage of every probe (adds a few queries per poll: diagnostics only)")
     args = parser.parse_args()
     redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/5")
     import redis
@@ -458,17 +557,20 @@ def main() -> None:
     read_auth = f"Bearer {read}"
     probes_needed = args.idle_probes + 2 * args.seconds
     background_visitors, probe_visitors = visitors[probes_needed:], visitors[:probes_needed]
-    processes = Processes(environment(redis_url), args.workers, args.concurrency)
+    processes = Processes(environment(redis_url), args.workers, args.concurrency, args.realtime_concurrency)
     try:
-        say(f"system: gunicorn {args.workers} sync workers, Celery worker --concurrency {args.concurrency}, "
-            f"Redis {redis_url}")
-        idle = Probes(probe_visitors[:args.idle_probes], write_auth, read_auth)
+        say(f"system: gunicorn {args.workers} sync workers, Celery worker --concurrency {args.concurrency}"
+            + (f" and a real-time worker (-Q realtime) --concurrency {args.realtime_concurrency}"
+               if args.realtime_concurrency else " on both queues") + f", Redis {redis_url}")
+        idle = Probes(probe_visitors[:args.idle_probes], write_auth, read_auth, Trace() if args.trace else None)
         for visitor in list(idle.visitors):  # one at a time: the idle floor
             idle.visitors.remove(visitor)
             idle.one(visitor)
         say(f"  idle: {len(idle.latencies)} probes, p50 {percentile(idle.latencies, 0.5):.0f} ms, "
             f"p95 {percentile(idle.latencies, 0.95):.0f} ms, max {percentile(idle.latencies, 1.0):.0f} ms")
-        loaded = Probes(probe_visitors[args.idle_probes:], write_auth, read_auth)
+        if idle.trace:
+            say(idle.trace.summary())
+        loaded = Probes(probe_visitors[args.idle_probes:], write_auth, read_auth, Trace() if args.trace else None)
         interval = args.senders * BATCH / args.rate
         warmup = 10
         start = time.time() + 1
@@ -484,9 +586,14 @@ def main() -> None:
         watch = Watch(redis_url)
         watch.start()
         meter = CpuMeter(processes)
+        sampler = ActivitySampler() if args.trace else None
+        if sampler:
+            sampler.start()
         meter.start()
         loaded.run(args.seconds, 2.0)
         cpu = meter.stop()
+        if sampler:
+            sampler.done.set()
         watch.done.set()
         unresolved_after, received = backlog()
         stop.set()
@@ -513,6 +620,10 @@ def main() -> None:
     say(f"  accepted -> visible in the lookup API, {len(loaded.latencies)} probes at {args.rate:,} events/s: "
         f"p50 {percentile(loaded.latencies, 0.5):.0f} ms, p95 {p95:.0f} ms, p99 {percentile(loaded.latencies, 0.99):.0f} ms, "
         f"max {percentile(loaded.latencies, 1.0):.0f} ms, {loaded.timeouts} not visible within 15 s")
+    if sampler:
+        say("  PostgreSQL active backends by statement (average over the measured period):\n" + sampler.summary())
+    if loaded.trace:
+        say("  stages of the loaded probes (ms after accepted):\n" + loaded.trace.summary())
     say(f"  raw limit, the same probes on the idle system: p95 {idle_p95:.0f} ms -> ratio loaded / idle "
         f"{p95 / idle_p95:.2f}")
     met = p95 < 1000 and not loaded.timeouts

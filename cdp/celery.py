@@ -4,6 +4,7 @@ import os
 
 from celery import Celery
 from celery.schedules import crontab
+from kombu import Exchange, Queue
 from kombu.transport import TRANSPORT_ALIASES
 
 # "filesystem://" means kombu's filesystem transport with atomic publishing (cdp/broker.py says
@@ -15,6 +16,14 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cdp.settings")
 app = Celery("cdp")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+# Segments' real-time tasks have their own queue, so a worker started with `-Q realtime` can
+# serve them alone and they never wait behind identity resolution or recomputes (the real-time
+# target is end to end under a second). A worker started without -Q consumes both queues.
+app.conf.task_queues = (Queue("celery", Exchange("celery"), routing_key="celery"),
+                        Queue("realtime", Exchange("realtime"), routing_key="realtime"))
+app.conf.task_routes = {"segments.realtime_evaluate": {"queue": "realtime"},
+                        "segments.realtime_drain": {"queue": "realtime"}}
 
 
 @app.on_after_finalize.connect

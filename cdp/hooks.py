@@ -5,6 +5,7 @@ the next stage's task by name, if that task exists in this code base:
 
 - ingestion stored events            -> `events_ingested`   -> identity resolution
 - identity resolution changed people -> `profiles_changed`  -> segments' real-time evaluation
+  (the change is queued in the caller's transaction, a drain task follows on commit)
 - purchases attached or imported     -> `transactions_changed` -> computed traits (RFM, ...)
 - current consent of profiles changed -> `consent_changed`   -> segments (webhooks, lookup
   cache, consent conditions)
@@ -14,6 +15,13 @@ from celery import current_app
 from django.db import transaction
 
 REALTIME_TASK = "segments.realtime_evaluate"
+# Segments' real-time queue of changes: written in-process, in the transaction that changed the
+# profiles (a change can never be lost between commit and a task message, and there is no task
+# message per change to wait behind others); then one small drain task is sent on commit.
+REALTIME_QUEUE_LISTENER = "segments.services.realtime.realtime_changes_queue"
+REALTIME_DRAIN_TASK = "segments.realtime_drain"
+# Sends REALTIME_DRAIN_TASK unless one is already queued (one message under sustained load).
+REALTIME_DRAIN_REQUEST = "segments.services.realtime.realtime_drain_request"
 RESOLVE_TASK = "profiles.identity_resolve_pending"
 TRAITS_TASK = "profiles.computed_traits_refresh"
 # Called in-process (not a task): lookups must stop answering from the cache on the very next
@@ -55,17 +63,31 @@ def events_ingested(*, source_id: int, count: int) -> bool:
     return _send_on_commit(RESOLVE_TASK, {"source_id": source_id})
 
 
-def profiles_changed(*, profile_ids, event_names=(), trait_names=()) -> bool:
+def profiles_changed(*, profile_ids, event_names=(), trait_names=(), event_names_by_profile=None) -> bool:
     """After commit, ask segments to re-evaluate these profiles; True if a task was queued.
 
-    Call it inside the transaction that made the change: the task is sent on commit only.
+    `event_names_by_profile` (optional, {profile id: event names}): the events each profile's
+    own change touched, so segments evaluate it only for the segments those events can change;
+    profiles missing from it get `event_names`.
+
+    Call it inside the transaction that made the change: the change is queued in it (segments'
+    `RealtimeChange` rows commit or roll back with it) and the drain task is sent on commit only.
     Include absorbed profiles of a merge and new profiles of an un-merge in `profile_ids`.
     """
     ids = sorted({str(profile_id) for profile_id in profile_ids})
     if not ids:
         return False
-    return _send_on_commit(REALTIME_TASK, {"profile_ids": ids, "event_names": sorted(set(event_names)),
-                                           "trait_names": sorted(set(trait_names))})
+    names = {"event_names": sorted(set(event_names)), "trait_names": sorted(set(trait_names))}
+    from django.apps import apps
+
+    if apps.is_installed("segments") and _task_exists(REALTIME_DRAIN_TASK):
+        from django.utils.module_loading import import_string
+
+        import_string(REALTIME_QUEUE_LISTENER)(profile_ids=ids, event_names_by_profile=event_names_by_profile,
+                                               **names)
+        transaction.on_commit(import_string(REALTIME_DRAIN_REQUEST))
+        return True
+    return _send_on_commit(REALTIME_TASK, {"profile_ids": ids, **names})
 
 
 def transactions_changed(*, profile_ids) -> bool:

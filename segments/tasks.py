@@ -63,9 +63,10 @@ def _retry_locked(profile_ids, event_names, trait_names, locked: list[int], atte
                        extra={"segment_ids": locked, "profiles": len(profile_ids)})
 
 
-@shared_task(acks_late=True, time_limit=300)
+@shared_task(name="segments.realtime_drain", acks_late=True, time_limit=300)
 def realtime_drain_task() -> dict:
-    """Evaluate queued changes (continues a long drain; the timer sweep calls it too)."""
+    """Evaluate queued changes (sent after changes commit, and to continue a long drain)."""
+    realtime.realtime_drain_started()
     return _drain()
 
 

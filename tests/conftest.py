@@ -176,8 +176,9 @@ def broker_purge() -> int:
     their data is gone, so a fresh worker should not have to drain them before this test's work."""
     from cdp.celery import app
 
+    names = {app.conf.task_default_queue, *(queue.name for queue in app.conf.task_queues or ())}
     with app.connection_for_write() as connection:
-        return connection.default_channel.queue_purge(app.conf.task_default_queue) or 0
+        return sum(connection.default_channel.queue_purge(name) or 0 for name in sorted(names))
 
 
 @pytest.fixture

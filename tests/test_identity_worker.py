@@ -104,7 +104,7 @@ def _stand_in(name: str):
 
 @pytest.fixture
 def realtime_task():
-    yield from _stand_in(hooks.REALTIME_TASK)
+    yield from _stand_in(hooks.REALTIME_DRAIN_TASK)
 
 
 @pytest.fixture
@@ -119,21 +119,25 @@ def test_segments_hear_about_survivors_and_absorbed_profiles_after_commit(_priva
     web = Source.objects.create(name="Web")
     event_insert(source=web, name="Page", anonymous_id="laptop")
     event_insert(source=web, name="Page", user_id="ann")
+    from segments.models import RealtimeChange
+
     identity_resolve_batch(limit=100)
-    _published(_private_broker, hooks.REALTIME_TASK)
+    _published(_private_broker, hooks.REALTIME_DRAIN_TASK)
+    RealtimeChange.objects.all().delete()
     event_insert(source=web, type="identify", name="", anonymous_id="laptop", user_id="ann",
                  traits={"plan": "pro"})
     event_insert(source=web, name="Product Viewed", anonymous_id="laptop")
 
     with transaction.atomic():
         result = identity_resolve_batch(limit=100)
-        assert _published(_private_broker, hooks.REALTIME_TASK) == []  # nothing before commit
+        # Segments' queue of changes is written in the same transaction; the drain task waits for the commit.
+        assert _published(_private_broker, hooks.REALTIME_DRAIN_TASK) == []
 
     [survivor] = live_profiles()
     absorbed = Profile.objects.get(merged_into=survivor)
-    [message] = _published(_private_broker, hooks.REALTIME_TASK)
-    assert message == {"profile_ids": sorted([str(survivor.id), str(absorbed.id)]),
-                       "event_names": ["Product Viewed"], "trait_names": ["plan"]}
+    assert _published(_private_broker, hooks.REALTIME_DRAIN_TASK) == [{}]
+    queued = sorted((str(c.profile_id), c.event_names, c.trait_names) for c in RealtimeChange.objects.all())
+    assert queued == sorted((str(profile_id), ["Product Viewed"], ["plan"]) for profile_id in (survivor.id, absorbed.id))
     assert result.merges == 1
 
 

@@ -142,6 +142,43 @@ def test_queued_changes_are_drained_as_one_batch_with_the_union_of_their_names(u
 
 
 @pytest.mark.django_db
+def test_a_batch_evaluates_each_segment_only_for_the_profiles_whose_change_it_reads(users):
+    from segments.services.realtime import realtime_changes_queue, realtime_drain
+
+    w = World(now=timezone.now())
+    anna, ben, cleo = w.profile(country="FR"), w.profile(country="FR"), w.profile(country="FR")
+    viewers, germans = make(users["alice"], "viewers", VIEWED_TWICE), make(users["alice"], "germans", GERMANS)
+    viewing_germans = make(users["alice"], "viewing_germans", definition({"type": "and", "conditions": [
+        {"type": "segment", "operator": "in", "segment": "germans"}, {"type": "trait", "field": "city",
+                                                                      "operator": "is set"}]}))
+    for person in (anna, ben, cleo):  # everyone now qualifies for both; only announced changes count
+        w.events(person, "product_viewed", [timedelta(minutes=3), timedelta(minutes=2)])
+    Profile.objects.filter(pk__in=[anna, ben, cleo]).update(country="DE", city="Berlin")
+    realtime_changes_queue(profile_ids=[anna], event_names=["product_viewed"])
+    realtime_changes_queue(profile_ids=[ben], trait_names=["country"])
+    realtime_changes_queue(profile_ids=[cleo], event_names=["product_viewed"])
+    realtime_changes_queue(profile_ids=[cleo])  # and a merge: anything may have changed
+    [batch], _ = realtime_drain()
+    assert batch.result.evaluated == [viewers.pk, germans.pk, viewing_germans.pk]
+    assert members_of(viewers) == {anna, cleo}
+    assert members_of(germans) == {ben, cleo}
+    assert members_of(viewing_germans) == {ben, cleo}  # follows germans' profiles
+
+
+@pytest.mark.django_db
+def test_each_queued_profile_keeps_the_event_names_of_its_own_change():
+    from segments.models import RealtimeChange
+    from segments.services.realtime import realtime_changes_queue
+
+    w = World(now=timezone.now())
+    anna, ben = w.profile(), w.profile()
+    assert realtime_changes_queue(profile_ids=[anna, ben], event_names=["Home", "product_viewed"],
+                                  trait_names=["plan"], event_names_by_profile={anna: ["product_viewed"]}) == 2
+    queued = {(c.profile_id, tuple(c.event_names), tuple(c.trait_names)) for c in RealtimeChange.objects.all()}
+    assert queued == {(anna, ("product_viewed",), ("plan",)), (ben, ("Home", "product_viewed"), ("plan",))}
+
+
+@pytest.mark.django_db
 def test_a_broken_segment_is_skipped_and_the_rest_of_the_batch_applies(users):
     from segments.services.realtime import realtime_changes_queue, realtime_drain
 

@@ -66,6 +66,9 @@ class BatchResult:
     changed_profiles: set = field(default_factory=set)
     event_names: set = field(default_factory=set)
     trait_names: set = field(default_factory=set)
+    # profile -> the event names attached to it in this batch (segments evaluate each profile
+    # only for the segments its own events can change); merged profiles are not in it.
+    event_names_by_profile: dict = field(default_factory=dict)
 
     def counts(self) -> dict:
         return {k: v for k, v in vars(self).items() if isinstance(v, int)}
@@ -87,7 +90,8 @@ def identity_resolve_batch(*, limit: int | None = None) -> BatchResult:
                 result.attempts = attempt
                 if result.changed_profiles:
                     hooks.profiles_changed(profile_ids=result.changed_profiles, event_names=result.event_names,
-                                           trait_names=result.trait_names)
+                                           trait_names=result.trait_names,
+                                           event_names_by_profile=result.event_names_by_profile)
             if result.events:
                 logger.info("identity batch resolved", extra=result.counts())
             return result
@@ -537,6 +541,9 @@ class _Resolver:
         self.cursor.execute("SELECT (SELECT count(*) FROM _rfinal WHERE unattributed), "
                             "ARRAY(SELECT DISTINCT name FROM _rb WHERE name <> '')")
         self.result.unattributed, names = self.cursor.fetchone()
+        self.cursor.execute("SELECT profile_id, array_agg(DISTINCT name) FROM _rfinal WHERE NOT unattributed "
+                            "AND name <> '' GROUP BY profile_id")
+        self.result.event_names_by_profile = dict(self.cursor.fetchall())
         self.cursor.execute(_ORDERS)
         buyers = {row[0] for row in self.cursor.fetchall()}
         self.result.transactions = self.cursor.rowcount
@@ -554,6 +561,9 @@ class _Resolver:
         self.result.event_names = set(names or [])
         self.result.changed_profiles = (set(attached_profiles or []) | {m.survivor for m in self.merges}
                                         | {m.absorbed for m in self.merges})
+        for merge in self.merges:  # a merge may change anything: the batch's names, as before
+            self.result.event_names_by_profile.pop(merge.survivor, None)
+            self.result.event_names_by_profile.pop(merge.absorbed, None)
         self._consent()
 
     def _consent(self) -> None:

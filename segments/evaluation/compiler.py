@@ -54,6 +54,14 @@ class Part:
     required_profile: list | None = None
 
 
+def uuid_array(ids) -> str:
+    """Profile ids as one PostgreSQL array literal, bound as a single text parameter with a
+    `::uuid[]` cast. Django's client-side binding quotes a Python list element by element (a
+    regular expression per uuid), once per placeholder: that had cost a real-time batch of 500
+    profiles 150 ms of its 480, more than the restricted queries' own planning."""
+    return "{" + ",".join(str(value) for value in ids) + "}"
+
+
 class Compiler:
     def __init__(self, *, now: datetime, profile_ids: list[UUID] | None = None,
                  segment_ids: dict[str, int] | None = None, prefix: str = "p",
@@ -67,7 +75,7 @@ class Compiler:
         self.params: dict[str, object] = {"now": now}
         self.restricted = profile_ids is not None
         if self.restricted:
-            self.params["ids"] = list(profile_ids)
+            self.params["ids"] = uuid_array(profile_ids)
         self.segment_ids = segment_ids or {}
         self.joins: list[sql.Composable] = []
         self._leaf_timers: list[sql.Composable] = []
@@ -92,9 +100,9 @@ class Compiler:
         if not self.restricted:
             return sql.SQL("")
         if self.candidates is None:
-            return sql.SQL(" AND {} = ANY({})").format(column, sql.Placeholder("ids"))
+            return sql.SQL(" AND {} = ANY({}::uuid[])").format(column, sql.Placeholder("ids"))
         # Index: profiles_profile_pkey for the ids, then the aggregate's per-profile index.
-        return sql.SQL(" AND {} = ANY(ARRAY(SELECT p.id FROM profiles_profile p WHERE p.id = ANY({}) "
+        return sql.SQL(" AND {} = ANY(ARRAY(SELECT p.id FROM profiles_profile p WHERE p.id = ANY({}::uuid[]) "
                        "AND p.merged_into_id IS NULL AND {}))").format(column, sql.Placeholder("ids"), self.candidates)
 
     def join(self, subquery: sql.Composable) -> sql.Identifier:

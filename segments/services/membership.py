@@ -12,6 +12,7 @@ from django.db import transaction
 from psycopg import sql
 
 from consent.enforcement import consent_condition
+from segments.evaluation.compiler import uuid_array
 from segments.models import MembershipChange, Segment
 from segments.purposes import named
 
@@ -124,7 +125,7 @@ def apply_partial(cursor, *, segment: Segment, profile_ids: list[UUID], rows: li
     members = {row[0] for row in rows if row[1]}
     # Index: membership_open_uniq (segment_id, profile_id).
     cursor.execute("SELECT profile_id FROM segments_membership WHERE segment_id = %s AND version_to IS NULL "
-                   "AND profile_id = ANY(%s)", [segment.pk, profile_ids])
+                   "AND profile_id = ANY(%s::uuid[])", [segment.pk, uuid_array(profile_ids)])
     current = {row[0] for row in cursor.fetchall()}
     changes = Changes(entered=sorted(members - current), exited=sorted(current - members))
     version = segment.membership_version
@@ -134,12 +135,12 @@ def apply_partial(cursor, *, segment: Segment, profile_ids: list[UUID], rows: li
     if changes.exited:
         _history_insert(cursor, segment=segment, kind=MembershipChange.Kind.EXITED, with_sql=sql.SQL(
             "WITH x AS (DELETE FROM segments_membership WHERE segment_id = %(segment)s AND version_to IS NULL "
-            "AND profile_id = ANY(%(ids)s::uuid[]) RETURNING profile_id) "), params={**params, "ids": changes.exited})
+            "AND profile_id = ANY(%(ids)s::uuid[]) RETURNING profile_id) "), params={**params, "ids": uuid_array(changes.exited)})
     if changes.entered:
         _history_insert(cursor, segment=segment, kind=MembershipChange.Kind.ENTERED, with_sql=sql.SQL(
             "WITH x AS (INSERT INTO segments_membership (segment_id, profile_id, version_from, entered_at) "
             "SELECT %(segment)s, unnest(%(ids)s::uuid[]), %(version)s, %(now)s RETURNING profile_id) "),
-            params={**params, "ids": changes.entered})
+            params={**params, "ids": uuid_array(changes.entered)})
     _timers_set(cursor, segment_id=segment.pk, profile_ids=profile_ids, rows=rows, now=now)
     if changes.count:
         cursor.execute("UPDATE segments_segment SET member_count = member_count + %s WHERE id = %s",
@@ -158,8 +159,8 @@ def _timers_set(cursor, *, segment_id: int, profile_ids: list[UUID], rows: list[
         "INSERT INTO segments_timer (segment_id, profile_id, due_at) SELECT %s, unnest(%s::uuid[]), "
         "unnest(%s::timestamptz[]) ON CONFLICT (segment_id, profile_id) DO UPDATE SET due_at = EXCLUDED.due_at "
         "WHERE segments_timer.due_at <> EXCLUDED.due_at",
-        [segment_id, [pid for pid in profile_ids if pid not in due_ids], segment_id, [d[0] for d in due],
-         [d[1] for d in due]])
+        [segment_id, uuid_array(pid for pid in profile_ids if pid not in due_ids), segment_id,
+         uuid_array(d[0] for d in due), "{" + ",".join(d[1].isoformat() for d in due) + "}"])
 
 
 def remove_everywhere(cursor, *, profile_ids: list[UUID], now: datetime, cause: str) -> dict[int, list[UUID]]:
@@ -167,8 +168,8 @@ def remove_everywhere(cursor, *, profile_ids: list[UUID], now: datetime, cause: 
     # Index: membership_profile_idx (profile_id, segment_id).
     cursor.execute(
         "DELETE FROM segments_membership m USING segments_segment s WHERE s.id = m.segment_id "
-        "AND m.profile_id = ANY(%s) AND m.version_to IS NULL RETURNING m.segment_id, m.profile_id, "
-        "s.definition_version, s.membership_version", [profile_ids])
+        "AND m.profile_id = ANY(%s::uuid[]) AND m.version_to IS NULL RETURNING m.segment_id, m.profile_id, "
+        "s.definition_version, s.membership_version", [uuid_array(profile_ids)])
     removed: dict[int, list[UUID]] = {}
     rows = cursor.fetchall()
     for segment_id, profile_id, _definition_version, _version in rows:
@@ -184,7 +185,7 @@ def remove_everywhere(cursor, *, profile_ids: list[UUID], now: datetime, cause: 
                            [len(ids), segment_id])
             segment = Segment.objects.get(pk=segment_id)
             _webhooks_queue(cursor, segment=segment, now=now, version=segment.membership_version)
-    cursor.execute("DELETE FROM segments_timer WHERE profile_id = ANY(%s)", [profile_ids])
+    cursor.execute("DELETE FROM segments_timer WHERE profile_id = ANY(%s::uuid[])", [uuid_array(profile_ids)])
     return removed
 
 
