@@ -10,19 +10,10 @@ write keys and staff sessions are refused. Without personalization consent every
 default content (content.services).
 """
 
-import orjson
 from django.views.decorators.csrf import csrf_exempt
 
 from content.services import MAX_SLOTS, decide
-from segments.api.lookup_views import (
-    MAX_BODY,
-    _authenticate,
-    _cors_headers,
-    _error,
-    _json,
-    _preflight,
-    _visitor,
-)
+from segments.api.lookup_views import _error, _json, _preflight, _visitor, read_key_json_body
 
 SLOT_HELP = "Send {\"user_id\": \"…\", \"slots\": [\"home_hero\"]} (or anonymous_id / email instead of user_id)."
 
@@ -34,16 +25,9 @@ def content_decide(request):
     if request.method != "POST":
         return _error("method_not_allowed", "Use POST with {\"slots\": [...]} and one visitor identifier.", 405,
                       {"Allow": "POST, OPTIONS"})
-    key, failure = _authenticate(request)
+    key, body, cors, failure = read_key_json_body(request)
     if failure:
         return failure
-    cors = _cors_headers(request, key.source_id)
-    if len(request.body) > MAX_BODY:
-        return _json({"code": "too_large", "message": f"The body is larger than {MAX_BODY // 1024} KB."}, 413, cors)
-    try:
-        body = orjson.loads(request.body)
-    except orjson.JSONDecodeError:
-        return _json({"code": "invalid_json", "message": "The body is not valid JSON."}, 400, cors)
     if not isinstance(body, dict):
         return _json({"code": "invalid_request", "message": SLOT_HELP}, 400, cors)
     slots = body.get("slots")

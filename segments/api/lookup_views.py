@@ -115,22 +115,32 @@ def segment_lookup(request):
     return _json({"segments": keys}, 200, cors)
 
 
+def read_key_json_body(request):
+    """(key, parsed body, CORS headers, None) for a POST from a client site with a read key, or
+    (…, failure response): a missing / wrong key, an oversize body, JSON that does not parse.
+    Shared by the bulk lookup and content's POST /v1/decide."""
+    key, failure = _authenticate(request)
+    if failure:
+        return None, None, {}, failure
+    cors = _cors_headers(request, key.source_id)
+    if len(request.body) > MAX_BODY:
+        return key, None, cors, _json({"code": "too_large",
+                                       "message": f"The body is larger than {MAX_BODY // 1024} KB."}, 413, cors)
+    try:
+        return key, orjson.loads(request.body), cors, None
+    except orjson.JSONDecodeError:
+        return key, None, cors, _json({"code": "invalid_json", "message": "The body is not valid JSON."}, 400, cors)
+
+
 @csrf_exempt
 def segment_lookup_bulk(request):
     if request.method == "OPTIONS":
         return _preflight(request)
     if request.method != "POST":
         return _error("method_not_allowed", "Use POST with {\"visitors\": [...]}.", 405, {"Allow": "POST, OPTIONS"})
-    key, failure = _authenticate(request)
+    key, body, cors, failure = read_key_json_body(request)
     if failure:
         return failure
-    cors = _cors_headers(request, key.source_id)
-    if len(request.body) > MAX_BODY:
-        return _json({"code": "too_large", "message": f"The body is larger than {MAX_BODY // 1024} KB."}, 413, cors)
-    try:
-        body = orjson.loads(request.body)
-    except orjson.JSONDecodeError:
-        return _json({"code": "invalid_json", "message": "The body is not valid JSON."}, 400, cors)
     visitors = body.get("visitors") if isinstance(body, dict) else None
     if not isinstance(visitors, list) or not visitors:
         return _json({"code": "invalid_request", "message": "Send {\"visitors\": [{\"user_id\": \"…\"}, …]}."},
