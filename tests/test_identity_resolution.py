@@ -340,3 +340,25 @@ def test_demo_profiles_keep_their_ids_when_new_events_arrive(db):
     assert profile_of_event(event_id) == user.profile_id
     assert Profile.objects.count() == profiles_before
     assert ProfileMerge.objects.count() == 0
+
+
+def test_a_session_that_used_temporary_tables_first_still_resolves(transactional_db):
+    """A worker's connection may have run a real-time drain or an import (temporary tables)
+    before a resolution batch: PostgreSQL then refuses a new temp_buffers, and the batch goes on
+    with the session's buffers instead of failing."""
+    from django.db import connection
+
+    web = Source.objects.create(name="Web shop", kind=Source.Kind.WEBSITE)
+    connection.close()  # a fresh session
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TEMP TABLE earlier_task (i int)")
+        cursor.execute("INSERT INTO earlier_task VALUES (1)")  # local buffers are allocated now
+        cursor.execute("SHOW temp_buffers")
+        before = cursor.fetchone()[0]
+    assert before != "128MB"
+    event = event_insert(source=web, name="Product Viewed", anonymous_id="anon-temp")
+    assert resolve_all() == 1
+    assert profile_of_event(event) == identity("anonymous_id", "anon-temp").profile_id
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW temp_buffers")
+        assert cursor.fetchone()[0] == before

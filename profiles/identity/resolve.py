@@ -343,8 +343,15 @@ class _Resolver:
 
     def run(self) -> BatchResult:
         # A batch's temporary tables (~10 MB for 50,000 events) stay in local buffers instead of
-        # spilling; takes effect only before the session's first temporary table (else ignored).
-        self.cursor.execute("SET temp_buffers = '128MB'")
+        # spilling. PostgreSQL refuses a different temp_buffers once the session has used a
+        # temporary table (a worker's connection that ran a real-time drain or an import first):
+        # then the batch keeps the session's buffers instead of failing.
+        self.cursor.execute("SAVEPOINT resolve_temp_buffers")
+        try:
+            self.cursor.execute("SET temp_buffers = '128MB'")
+        except psycopg.errors.InvalidParameterValue:
+            self.cursor.execute("ROLLBACK TO SAVEPOINT resolve_temp_buffers")
+        self.cursor.execute("RELEASE SAVEPOINT resolve_temp_buffers")
         locks.graph_lock_shared(self.cursor)
         for table in ("_rb", "_rraw", "_rid", "_rhash", "_re", "_rn", "_redge", "_rassign", "_rdecision", "_rfinal", "_ract"):
             self.cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
