@@ -125,6 +125,8 @@ def test_queued_changes_are_drained_as_one_batch_with_the_union_of_their_names(u
     Profile.objects.filter(pk=ben).update(country="DE")
     assert realtime_changes_queue(profile_ids=[anna, anna, "not-a-uuid"], event_names=["product_viewed"]) == 1
     assert realtime_changes_queue(profile_ids=[ben], trait_names=["country"]) == 1
+    # An erasure announces the ids it deleted: nothing is queued for a profile that is gone.
+    assert realtime_changes_queue(profile_ids=["00000000-0000-4000-8000-000000000000"]) == 0
     batches, more = realtime_drain()
     assert more is False and len(batches) == 1
     [batch] = batches

@@ -299,12 +299,16 @@ def realtime_changes_queue(*, profile_ids, event_names=(), trait_names=(), event
     own = {str(key): sorted(set(names)) for key, names in (event_names_by_profile or {}).items()}
     rows = [[str(profile_id), own.get(str(profile_id), events)] for profile_id in ids]
     with connection.cursor() as cursor:
-        # One jsonb array of [id, [event names]]: each row its own names, one round trip.
+        # One jsonb array of [id, [event names]]: each row its own names, one round trip. Only
+        # profiles that exist: an erasure announces the ids it just deleted, and a queued row
+        # would keep the erased person's id (memberships went with the erasure itself).
+        # Index: profiles_profile_pkey.
         cursor.execute("INSERT INTO segments_realtimechange (profile_id, event_names, trait_names, created_at) "
                        "SELECT (r ->> 0)::uuid, ARRAY(SELECT jsonb_array_elements_text(r -> 1))::varchar[], "
-                       "%s::varchar[], now() FROM jsonb_array_elements(%s::jsonb) AS r",
+                       "%s::varchar[], now() FROM jsonb_array_elements(%s::jsonb) AS r "
+                       "WHERE EXISTS (SELECT 1 FROM profiles_profile p WHERE p.id = (r ->> 0)::uuid)",
                        [sorted(set(trait_names)), orjson.dumps(rows).decode()])
-    return len(ids)
+        return cursor.rowcount
 
 
 @dataclass
