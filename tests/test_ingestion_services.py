@@ -49,7 +49,8 @@ def gunicorn(transactional_db):
         try:
             if requests.post(f"{url}/v1/m", data=b"{}", timeout=2).status_code == 200:
                 break
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
+            # Not listening yet, or listening while its workers still boot (slow on a busy machine).
             time.sleep(0.3)
     else:
         process.kill()
