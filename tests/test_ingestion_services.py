@@ -44,20 +44,24 @@ def gunicorn(transactional_db):
                                 f"127.0.0.1:{port}", "--workers", "3", "--log-level", "warning"],
                                cwd=BASE_DIR, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    try:  # whatever happens, the server and its workers go with the test
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if requests.post(f"{url}/v1/m", data=b"{}", timeout=2).status_code == 200:
+                    break
+            except (requests.ConnectionError, requests.Timeout):
+                # Not listening yet, or listening while its workers still boot (slow on a busy machine).
+                time.sleep(0.3)
+        else:
+            pytest.fail("gunicorn did not start")
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
         try:
-            if requests.post(f"{url}/v1/m", data=b"{}", timeout=2).status_code == 200:
-                break
-        except (requests.ConnectionError, requests.Timeout):
-            # Not listening yet, or listening while its workers still boot (slow on a busy machine).
-            time.sleep(0.3)
-    else:
-        process.kill()
-        pytest.fail("gunicorn did not start")
-    yield url
-    os.killpg(process.pid, signal.SIGTERM)
-    process.wait(30)
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 def test_the_quota_holds_across_gunicorn_workers(gunicorn):
