@@ -215,3 +215,16 @@ def page(browser):
     page.set_default_timeout(15000)
     yield page
     context.close()
+
+
+@pytest.fixture
+def fresh_ingestion_caches():
+    """Ingestion and sources tests start with no cached keys, sources or cache entries."""
+    from django.core.cache import cache
+
+    from cdp import apikeys
+    from profiles.ingestion import services
+
+    cache.clear()
+    apikeys._cache.clear()
+    services.source_cache_clear()

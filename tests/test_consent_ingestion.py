@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
-from django.core.cache import cache
 from django.db import connection, connections
 from django.urls import reverse
 from psycopg import pq
@@ -35,12 +34,7 @@ from profiles.models import (
 from tests.identity_helpers import resolve_all
 from tests.ingestion_helpers import CONSENT, basic, grant_analytics, with_consent
 
-
-@pytest.fixture(autouse=True)
-def _fresh_caches():
-    cache.clear()
-    apikeys._cache.clear()
-    services.source_cache_clear()
+pytestmark = pytest.mark.usefixtures("fresh_ingestion_caches")
 
 
 @pytest.fixture

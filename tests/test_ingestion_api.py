@@ -9,7 +9,6 @@ from decimal import Decimal
 
 import orjson
 import pytest
-from django.core.cache import cache
 from django.utils import timezone
 
 from cdp import apikeys
@@ -17,12 +16,7 @@ from profiles.ingestion import services
 from profiles.models import Event, EventDedupe, RejectedEvent, Source, SourceKey, Transaction, TransactionItem
 from tests.ingestion_helpers import grant_analytics
 
-
-@pytest.fixture(autouse=True)
-def _fresh_caches():
-    cache.clear()
-    apikeys._cache.clear()
-    services.source_cache_clear()
+pytestmark = pytest.mark.usefixtures("fresh_ingestion_caches")
 
 
 @pytest.fixture

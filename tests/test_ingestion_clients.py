@@ -12,20 +12,13 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 import requests
-from django.core.cache import cache
 from django.db import connections
 
 from cdp import apikeys
-from profiles.ingestion import services
 from profiles.models import Event, RejectedEvent, Source, SourceKey, Transaction
 from tests.ingestion_helpers import grant_analytics
 
-
-@pytest.fixture(autouse=True)
-def _fresh_caches():
-    cache.clear()
-    apikeys._cache.clear()
-    services.source_cache_clear()
+pytestmark = pytest.mark.usefixtures("fresh_ingestion_caches")
 
 
 @pytest.fixture(autouse=True)

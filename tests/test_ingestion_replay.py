@@ -7,7 +7,6 @@ from io import StringIO
 
 import orjson
 import pytest
-from django.core.cache import cache
 from django.core.management import call_command
 
 from cdp import apikeys
@@ -16,12 +15,7 @@ from profiles.ingestion import services
 from profiles.models import Event, RejectedEvent, Source, SourceKey, Transaction
 from tests.ingestion_helpers import grant_analytics
 
-
-@pytest.fixture(autouse=True)
-def _fresh_caches():
-    cache.clear()
-    apikeys._cache.clear()
-    services.source_cache_clear()
+pytestmark = pytest.mark.usefixtures("fresh_ingestion_caches")
 
 
 @pytest.fixture

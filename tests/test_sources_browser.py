@@ -5,22 +5,14 @@ import base64
 import orjson
 import pytest
 import requests
-from django.core.cache import cache
 
-from cdp import apikeys
-from profiles.ingestion import services
 from profiles.models import Event, RejectedEvent, Source, SourceKey
 from tests.helpers import browser_login
 from tests.ingestion_helpers import CONSENT
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("fresh_ingestion_caches")]
 
 
-@pytest.fixture(autouse=True)
-def _fresh_caches():
-    cache.clear()
-    apikeys._cache.clear()
-    services.source_cache_clear()
 
 
 def _post_track(live_server, key: str, message_id: str) -> requests.Response:

@@ -5,22 +5,15 @@ import base64
 
 import orjson
 import pytest
-from django.core.cache import cache
 from django.urls import reverse
 from django.utils import timezone
 
 from cdp import apikeys
 from consent.models import AuditEntry
-from profiles.ingestion import services
 from profiles.models import Event, RejectedEvent, Source, SourceKey
 from tests.ingestion_helpers import CONSENT
 
-
-@pytest.fixture(autouse=True)
-def _fresh_caches():
-    cache.clear()
-    apikeys._cache.clear()
-    services.source_cache_clear()
+pytestmark = pytest.mark.usefixtures("fresh_ingestion_caches")
 
 
 @pytest.fixture
