@@ -121,3 +121,58 @@ def test_first_and_last_seen_bound_each_profiles_events(demo):
             "max(timestamp) AS last FROM profiles_event GROUP BY profile_id) e ON e.profile_id = p.id "
             "WHERE p.first_seen_at <> e.first OR p.last_seen_at <> e.last")
         assert cursor.fetchone()[0] == 0
+
+
+def test_event_rows_written_as_copy_text_read_back_as_generated(demo):
+    """Event rows bypass the COPY value formatter: timestamps, JSON and empty columns must still
+    arrive as the typed values the generator meant."""
+    events = list(Event.objects.order_by("message_id")[:400])
+    assert events
+    for event in events:
+        assert event.original_timestamp == event.timestamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        assert (event.sent_at - event.timestamp).total_seconds() == 0.04
+        assert (event.received_at - event.timestamp).total_seconds() == 0.18
+        assert {"device", "os", "browser", "locale", "timezone", "location"} <= set(event.context)
+        assert event.category == "" and event.extra == {}
+        assert isinstance(event.properties, dict) and isinstance(event.traits, dict)
+    order = Event.objects.filter(name="order_completed").first()
+    assert order.properties["products"] and order.properties["order_id"].startswith("W-")
+    landing = Event.objects.filter(type="page", context__page__path="/").first()
+    assert landing.properties == {"path": "/", "title": "Home"}
+
+
+@pytest.mark.django_db
+def test_copy_json_survives_backslashes_quotes_and_control_characters():
+    from profiles.demo.generator import _copy_json
+
+    value = {"q": 'back\\slash "quoted"\ttab\nnewline', "ü": "naïve — ok", "n": [1, 2.5, None]}
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TEMP TABLE copy_json_check (doc jsonb)")
+        with cursor.cursor.copy("COPY copy_json_check (doc) FROM STDIN") as copy:
+            copy.write(f"{_copy_json(value)}\n".encode())
+        cursor.execute("SELECT doc::text FROM copy_json_check")
+        import json
+
+        assert json.loads(cursor.fetchone()[0]) == value
+
+
+@pytest.mark.django_db
+def test_a_load_failing_midway_leaves_nothing_and_says_why():
+    """An identity the load would create already exists: the writer thread's COPY fails, the
+    error reaches the caller and the whole load rolls back."""
+    import threading
+
+    from cdp import crypto
+
+    holder = Profile.objects.create()
+    Identity.objects.bulk_create([
+        Identity(profile=holder, kind=Identity.Kind.USER_ID, value=crypto.encrypt(f"u{100000 + i}"),
+                 value_hash=crypto.keyed_hash(Identity.Kind.USER_ID, f"u{100000 + i}"), first_seen_at=END,
+                 last_seen_at=END) for i in range(150, 190)])  # people of the second chunk of three
+    with pytest.raises(RuntimeError, match="demo data writer failed") as failure:
+        demo_generate(options=DemoOptions(profiles=300, days=30, seed=7, end=END, chunk_size=100))
+    assert "identity_kind_value_uniq" in str(failure.value.__cause__)
+    assert list(Profile.objects.values_list("pk", flat=True)) == [holder.pk]
+    assert Event.objects.count() == 0 and Transaction.objects.count() == 0
+    assert Identity.objects.count() == 40
+    assert not [t for t in threading.enumerate() if t.name == "demo-copy"]
