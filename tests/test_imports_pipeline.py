@@ -283,6 +283,64 @@ def test_trimming_skips_clean_columns_and_strips_like_str_strip(values):
     assert trim(pd.Series(values, dtype=object)).tolist() == [v.strip() for v in values]
 
 
+@pytest.mark.parametrize("values", [["a", "b"], [" a", "b"], ["a ", "b"], ["a", "b\t"], ["a", "\xa0b"], ["a\n", ""],
+                                    ["", ""], ["x\x00 y"], ["\u3000z"], ["q\x1f"], [" "], []])
+def test_trimming_arrow_strings_strips_like_str_strip(values):
+    """pandas' Arrow-backed strings (what the CSV reader gives) take the Arrow path."""
+    import pandas as pd
+
+    from profiles.imports.cleaning import trim
+
+    assert trim(pd.Series(values, dtype="str")).tolist() == [v.strip() for v in values]
+
+
+@pytest.mark.parametrize("values", [["12.50", "", "3"], ["1e3", "-4.25", "+7"], ["nan", "1"], ["1", "inf"],
+                                    ["-inf", ""], ["€12", "3"], ["1,234.50", "2"], ["12.", ".5"], ["", ""],
+                                    ["3.0", "4"], ["9999999999999", "1"]])
+def test_numbers_read_by_arrow_clean_like_the_pandas_path(values):
+    """Arrow parses plain numbers; whatever it reads must clean exactly as pandas' path does
+    (object dtype takes that path), including what is rejected and why."""
+    import numpy as np
+    import pandas as pd
+
+    from profiles.imports.cleaning import clean_amounts, clean_integers
+
+    arrow, plain = pd.Series(values, dtype="str"), pd.Series(values, dtype=object)
+    (fast, fast_currency), (slow, slow_currency) = clean_amounts(arrow, False), clean_amounts(plain, False)
+    np.testing.assert_array_equal(fast.bad, slow.bad)
+    assert fast.values.astype(float).tolist() == pytest.approx(slow.values.astype(float).tolist(), nan_ok=True)
+    assert pd.Series(fast.reason, index=arrow.index)[fast.bad].tolist() == \
+        pd.Series(slow.reason, index=plain.index)[slow.bad].tolist()
+    assert fast_currency.tolist() == slow_currency.tolist()
+    fast, slow = clean_integers(arrow), clean_integers(plain)
+    np.testing.assert_array_equal(fast.bad, slow.bad)
+    assert fast.values.tolist() == slow.values.tolist()
+
+
+def test_duplicate_and_repeated_order_lines_are_found_across_chunks(users, pos, settings):
+    """Lines are compared in SQL on their staged values, whichever chunk staged them."""
+    settings.CDP_IMPORT_CHUNK_ROWS = 2
+    content = (b"order_id,customer_id,date,amount,currency,product\n"
+               b"A1,C1,2024-03-01,10.00,EUR,Tea\n"
+               b"A2,C2,2024-03-01,4.00,EUR,Jam\n"
+               b"A1,C1,2024-03-01,10.00,EUR,Tea\n"
+               b"A1,C1,2024-03-01,5.00,EUR,Tea\n"
+               b"A2,C3,2024-03-01,4.00,EUR,Jam\n"
+               b"A3,C2,2024-03-01,1.00,EUR,Jam\n"
+               b"A3,C2,2024-03-01,1.00,USD,Jam\n")
+    job = run_import(user=users["dan"], source=pos, kind="transactions", content=content)
+    assert job.status == "succeeded", job.error_message
+    assert error_report(job) == [
+        ["4", "order_id", "A1", "duplicate of row 2 (skipped)"],
+        ["6", "order_id", "A2", "order id already used for another customer at row 3"],
+        ["8", "order_id", "A3", "order id already used with another currency at row 7"],
+    ]
+    assert job.rows_duplicate == 1
+    orders = {t.order_id: t for t in Transaction.objects.all()}
+    assert orders["A1"].amount == Decimal("15.00") and orders["A1"].items.count() == 2
+    assert orders["A2"].amount == Decimal("4.00") and orders["A3"].amount == Decimal("1.00")
+
+
 def test_a_file_with_every_identifier_kind_links_and_stages_only_mapped_columns(users, crm):
     """One row naming customer id, email, phone and user id: every identity is created and linked
     (the single-identifier shortcuts must not apply), and re-importing changes nothing."""

@@ -105,9 +105,19 @@ def test_insert_absent_skips_rows_a_concurrent_writer_inserted_meanwhile(db):
     assert [row[0] for row in cursor.fetchall()] == ["A", "B", "C", "D"]
 
 
-def test_keyed_hashes_are_the_identity_hashes():
+def test_staged_identifier_hashes_are_the_identity_hashes():
+    """Each row gets its own identifier's keyed hash (COPY text) and stored value, missing ones
+    None, also for values remembered from an earlier chunk."""
     from profiles.identifiers import identity_hash
-    from profiles.imports.loading import _keyed_hashes
+    from profiles.imports.loading import Stager
 
-    values = ["C1", "ann@example.com", "+4930123456", "ünïcode"]
-    assert _keyed_hashes("email", values) == [identity_hash("email", v) for v in values]
+    stager = Stager.__new__(Stager)  # the hashing only: no stage table
+    stager._digests = {}
+    first = pd.Series(["C1", "", "ünïcode", None, "C1"], dtype="str")
+    second = pd.Series(["C9", "C1"], dtype="str")
+    for column in (first, second):
+        hashes, stored = stager._identifiers("crm_id", column)
+        expected = ["\\x" + identity_hash("crm_id", v).hex() if isinstance(v, str) and v else None
+                    for v in column.tolist()]
+        assert list(hashes) == expected
+        assert list(stored) == [v if isinstance(v, str) and v else None for v in column.tolist()]

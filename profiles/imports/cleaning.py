@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from profiles.identifiers import EMAIL_RE, normalize_phone
 
@@ -57,18 +59,41 @@ class Cleaned:
     reason: str | pd.Series = ""
 
 
-_SPACE_AFTER_NUL = re.compile(r"\x00\s")  # a literal first character: the scan jumps from NUL to NUL
+def _arrow(series: pd.Series) -> pa.Array | pa.ChunkedArray | None:
+    """The column's Arrow strings (no copy for pandas' Arrow-backed str), None for other dtypes."""
+    if not pd.api.types.is_string_dtype(series.dtype) or series.dtype == object:
+        return None
+    try:
+        return pa.array(series)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+
+
+def _edge_characters(strings) -> set[str]:
+    """The distinct first and last characters of the strings (a handful, whatever the rows)."""
+    edges = set()
+    for piece in (pc.utf8_slice_codeunits(strings, 0, 1), pc.utf8_slice_codeunits(strings, -1, 2 ** 31 - 1)):
+        edges.update(v for v in pc.unique(piece).to_pylist() if v)
+    return edges
 
 
 def trim(series: pd.Series) -> pd.Series:
-    """Strip surrounding whitespace. Most columns have none, which two scans of the column joined
-    by NUL (forwards for leading, reversed for trailing whitespace) find out faster than stripping
-    every value; the strip only runs where it changes something."""
+    """Strip surrounding whitespace. Most columns have none: Arrow lists the distinct first and
+    last characters of the column (in C++), Python's own str.isspace judges those few, and the
+    strip only runs where it changes something."""
     text = series.astype(str)
+    strings = _arrow(text)
+    if strings is not None:
+        if not any(c.isspace() for c in _edge_characters(strings)):
+            return text
+        return text.str.strip()
     joined = "\x00" + "\x00".join(text.tolist()) + "\x00"
     if not (_SPACE_AFTER_NUL.search(joined) or _SPACE_AFTER_NUL.search(joined[::-1])):
         return text
     return text.str.strip()
+
+
+_SPACE_AFTER_NUL = re.compile(r"\x00\s")  # a literal first character: the scan jumps from NUL to NUL
 
 
 def present(series: pd.Series) -> np.ndarray:
@@ -176,13 +201,31 @@ def decimal_comma_guess(values: list[str]) -> bool:
     return bool(comma > point)
 
 
+def _plain_numbers(series: pd.Series) -> pd.Series | None:
+    """Every present value read as a plain finite number by Arrow's parser (C++, several times
+    pd.to_numeric's speed), missing ones NaN; None when some value is not one (the caller then
+    takes the pandas path, which says which)."""
+    strings = _arrow(series)
+    if strings is None:
+        return None
+    try:
+        numbers = pc.cast(pc.if_else(pc.equal(strings, ""), pa.scalar(None, strings.type), strings), pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    # "nan" and "inf" parse too: such values are not amounts or counts, the pandas path rejects them.
+    if pc.any(pc.and_(pc.is_valid(numbers), pc.invert(pc.is_finite(numbers)))).as_py():
+        return None
+    return pd.Series(numbers.to_numpy(zero_copy_only=False), index=series.index, dtype=np.float64)
+
+
 def clean_amounts(series: pd.Series, decimal_comma: bool) -> tuple[Cleaned, pd.Series]:
     """Amounts with thousands separators and currency symbols -> numbers; also the currency the
     symbol or code names ('€1.234,50' -> 1234.5, 'EUR')."""
     if not decimal_comma:
         # Fast path: most exports write plain numbers ("12.50"), which pandas parses in C; only
         # the rest goes through the regular expressions.
-        plain = pd.to_numeric(series.where(series != "", None), errors="coerce")
+        fast = _plain_numbers(series)
+        plain = fast if fast is not None else pd.to_numeric(series.where(series != "", None), errors="coerce")
         slow = (plain.isna() & (series != "")).to_numpy()
         if slow.any():
             cleaned, currency = _clean_amounts_text(series[slow], decimal_comma)
@@ -222,7 +265,9 @@ def _clean_amounts_text(series: pd.Series, decimal_comma: bool) -> tuple[Cleaned
 
 
 def clean_integers(series: pd.Series) -> Cleaned:
-    plain = pd.to_numeric(series.where(series != "", None), errors="coerce")
+    plain = _plain_numbers(series)
+    if plain is None:
+        plain = pd.to_numeric(series.where(series != "", None), errors="coerce")
     if not (plain.isna() & (series != "")).any():  # fast path: plain digits
         whole = plain.isna() | (plain == plain.round())
         bad = ~whole.to_numpy(dtype=bool) | (plain.abs() > 2_000_000_000).fillna(False).to_numpy(dtype=bool)
