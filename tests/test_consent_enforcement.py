@@ -146,3 +146,24 @@ def test_erased_people_are_suppressed_until_new_consent_arrives(db):
     decide("email", "ada@example.com", {"analytics": True}, client_timestamp=datetime.now(UTC))
     assert suppressed_identifiers(identifiers=[email, phone, other]) == {phone}
     assert not ada.__class__.objects.filter(id=ada.id).exists()
+
+
+def test_suppression_checked_in_the_database_for_a_staged_table(db):
+    """The import's form of the check: identifiers in a temp table, only suppressed ones return;
+    kinds not asked for are left out."""
+    from django.db import connection
+
+    from consent.enforcement import suppressed_identifiers_staged
+
+    make_person(email="ada@example.com", phone="+49 151 1234 5678", user_id="u-ada")
+    person.person_erase(person=person.person_find(kind="email", value="ada@example.com"))
+    email = ("email", hash_of("email", "ada@example.com"))
+    phone = ("phone", hash_of("phone", "+4915112345678"))
+    other = ("email", hash_of("email", "bob@example.com"))
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TEMP TABLE staged_ident (kind text, hash bytea)")
+        cursor.execute("INSERT INTO staged_ident SELECT * FROM unnest(%s::text[], %s::bytea[])",
+                       [[k for k, _ in (email, phone, other, email)], [h for _, h in (email, phone, other, email)]])
+        assert suppressed_identifiers_staged(cursor, table="staged_ident", kinds=["email", "phone"]) == {email, phone}
+        assert suppressed_identifiers_staged(cursor, table="staged_ident", kinds=["email"]) == {email}
+        assert suppressed_identifiers_staged(cursor, table="staged_ident", kinds=[]) == set()

@@ -5,7 +5,7 @@
   (consent.services.inputs.consent_import_rows_check) before anything of them loads; late in the
   import's transaction `consents_record` appends the loaded rows' statements through
   `consent_from_import_rows`, so they commit or roll back with the file.
-- An identifier of an erased person (consent.enforcement.suppressed_identifiers, asked once per
+- An identifier of an erased person (consent.enforcement.suppressed_identifiers_staged, asked once per
   file) never comes back through an import: its rows are not loaded and are reported without the
   value, unless the same file grants consent for that identifier dated after the erasure. That
   row loads, and its consent, appended to the ledger, lifts the suppression (consent.services.state).
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from django.db import connection, transaction
 from psycopg import sql
 
-from consent.enforcement import suppressed_identifiers
+from consent.enforcement import suppressed_identifiers_staged
 from consent.services.inputs import (
     ImportConsentRow,
     consent_from_import_rows,
@@ -70,8 +70,7 @@ def erased_rows_reject(cursor, *, kind_headers: dict[str, str], consent_columns:
     """Remove rows naming an erased person's identifier from the stage; returns report lines
     (row, column, "", reason): the value itself is the erased person's and is not kept."""
     # import_ident holds each distinct (kind, hash) of the file once: one question per file.
-    cursor.execute("SELECT kind, hash FROM import_ident WHERE kind = ANY(%s)", [list(kind_headers)])
-    suppressed = suppressed_identifiers(identifiers=cursor.fetchall())
+    suppressed = suppressed_identifiers_staged(cursor, table="import_ident", kinds=list(kind_headers))
     if not suppressed:
         return []
     kinds, hashes = zip(*suppressed, strict=True)
