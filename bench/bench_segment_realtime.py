@@ -125,14 +125,15 @@ def main() -> None:
     ours.sort()
     p95 = ours[int(0.95 * (len(ours) - 1))]
     say(f"RESULT real-time evaluation step, {args.profiles:,} profiles, batches of {args.batch} changed profiles, "
-        f"{args.rounds} rounds, {evaluated / args.rounds:.1f} affected segments per batch, "
+        f"{args.rounds} rounds, {evaluated / len(ours):.1f} affected segments per batch, "
         f"{changes:,} membership changes")
     say(f"  per batch: p50 {statistics.median(ours) * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, "
         f"max {ours[-1] * 1000:.0f} ms -> {args.batch / statistics.median(ours):,.0f} changed profiles/s per worker")
     say(f"  raw limit (the same restricted queries, no writes): p50 {statistics.median(raw) * 1000:.0f} ms; "
         f"ratio ours / raw = {statistics.median(ours) / statistics.median(raw):.2f}")
-    say(f"  at 1,000 events/s in batches of {args.batch} (10 batches/s), one worker is busy "
-        f"{10 * statistics.median(ours) * 100:.0f} % of the time (p50)")
+    per_second = 1000 / args.batch  # about one changed profile per event at this rate
+    say(f"  at 1,000 events/s in batches of {args.batch} ({per_second:g} batches/s), one worker is busy "
+        f"{per_second * statistics.median(ours) * 100:.0f} % of the time (p50)")
 
 
 if __name__ == "__main__":
