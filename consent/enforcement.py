@@ -155,8 +155,6 @@ def suppressed_identifiers_staged(cursor, *, table: str, kinds: Sequence[str]) -
     return {(kind, bytes(digest)) for kind, digest in cursor.fetchall()}
 
 
-
-
 # The states of distinct identifiers for some purposes, and their active suppression entries, in
 # one round trip. Row kinds: 'p' a profile decision the identifier leads to (by SubjectLink or
 # Identity), 's' the identifier's own decision when it is not linked to a profile (it counts),
