@@ -161,6 +161,32 @@ class WorkerProcess:
                 continue
         raise RuntimeError(f"celery worker not ready after {timeout} s:\n" + "".join(self.output))
 
+    def diagnostics(self, last_lines: int = 40) -> str:
+        """What the worker is doing, for a failure message: its processes (state, kernel wait
+        channel), the test database's busy sessions and ungranted locks, its last output lines."""
+        from django.db import connection
+
+        lines = ["worker processes (pid ppid stat wchan elapsed cpu command):"]
+        ps = subprocess.run(["ps", "-eo", "pid,ppid,stat,wchan:24,etime,time,args", "--sort", "pid"],
+                            capture_output=True, text=True, check=False).stdout.splitlines()
+        lines += [line[:160] for line in ps if "celery" in line and "ps -eo" not in line]
+        with connection.cursor() as cursor:
+            cursor.execute("""
+                SELECT pid, state, coalesce(wait_event_type || ':' || wait_event, '-'),
+                       round(extract(epoch FROM now() - xact_start)::numeric, 1),
+                       left(regexp_replace(query, '\\s+', ' ', 'g'), 140)
+                FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()
+                  AND state <> 'idle' ORDER BY xact_start""")
+            lines.append("database sessions not idle (pid state wait xact_seconds query):")
+            lines += ["  " + " | ".join(str(value) for value in row) for row in cursor.fetchall()]
+            cursor.execute("""SELECT l.pid, l.locktype, l.mode, l.relation::regclass::text, l.objid
+                              FROM pg_locks l WHERE NOT l.granted""")
+            lines.append("locks waited for (pid type mode relation objid):")
+            lines += ["  " + " | ".join(str(value) for value in row) for row in cursor.fetchall()]
+        lines.append(f"the worker's last {last_lines} lines of output:")
+        return "\n".join(lines) + "\n" + "".join(line[:400] + ("\n" if len(line) > 400 else "")
+                                                 for line in self.output[-last_lines:])
+
     def stop(self):
         if self.process.poll() is None:
             self.process.terminate()
