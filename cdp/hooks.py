@@ -14,6 +14,8 @@ the next stage's task by name, if that task exists in this code base:
 from celery import current_app
 from django.db import transaction
 
+from cdp import flags
+
 REALTIME_TASK = "segments.realtime_evaluate"
 # Segments' real-time queue of changes: written in-process, in the transaction that changed the
 # profiles (a change can never be lost between commit and a task message, and there is no task
@@ -56,11 +58,31 @@ def events_ingested(*, source_id: int, count: int) -> bool:
     """After commit, ask identity resolution to attach newly stored events to profiles.
 
     The resolver claims every unresolved event (partial index `profiles_event_unresolved`),
-    so one notification per request is enough and duplicates are harmless.
+    so one queued notification is enough (see RESOLVE_QUEUED_FLAG) and duplicates are harmless.
+    `source_id` is kept for callers' logs; every source's events go.
     """
     if count <= 0:
         return False
-    return _send_on_commit(RESOLVE_TASK, {"source_id": source_id})
+    if not _task_exists(RESOLVE_TASK):
+        return False
+    transaction.on_commit(_resolve_request)
+    return True
+
+
+# Set while a resolution message is queued and its task has not started looking for events
+# (cdp.flags): under sustained ingestion one message waits, not one per request (publishing a
+# message cost ~3 ms of a 15 ms request of 100 events).
+RESOLVE_QUEUED_FLAG = "cdp:identity:resolve-queued"
+
+
+def _resolve_request() -> None:
+    if flags.flag_set_once(RESOLVE_QUEUED_FLAG):
+        current_app.send_task(RESOLVE_TASK, kwargs={})
+
+
+def resolve_started() -> None:
+    """Identity resolution is about to claim events: later commits need a message of their own."""
+    flags.flag_clear(RESOLVE_QUEUED_FLAG)
 
 
 def profiles_changed(*, profile_ids, event_names=(), trait_names=(), event_names_by_profile=None) -> bool:

@@ -200,11 +200,17 @@ class WorkerProcess:
 def broker_purge() -> int:
     """Empty the session's task queue. Earlier tests' after-commit notifications pile up there;
     their data is gone, so a fresh worker should not have to drain them before this test's work."""
+    from cdp import flags, hooks
     from cdp.celery import app
+    from segments.services.realtime import DRAIN_REQUESTED
 
     names = {app.conf.task_default_queue, *(queue.name for queue in app.conf.task_queues or ())}
     with app.connection_for_write() as connection:
-        return sum(connection.default_channel.queue_purge(name) or 0 for name in sorted(names))
+        purged = sum(connection.default_channel.queue_purge(name) or 0 for name in sorted(names))
+    # The "a message is queued" flags spoke of the messages just purged.
+    for flag in (hooks.RESOLVE_QUEUED_FLAG, DRAIN_REQUESTED):
+        flags.flag_clear(flag)
+    return purged
 
 
 @pytest.fixture

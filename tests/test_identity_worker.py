@@ -12,6 +12,7 @@ from django.db import transaction
 from cdp import hooks
 from profiles.identity.resolve import identity_resolve_batch
 from profiles.models import Event, Profile, ProfileMerge, Source
+from segments.services.realtime import realtime_drain_started
 from tests.helpers import wait_until
 from tests.identity_helpers import event_insert, event_placement, live_profiles, profile_of_event
 
@@ -76,7 +77,8 @@ def test_the_task_re_enqueues_itself_and_duplicate_notifications_are_harmless(on
 
 
 def _published(folder: Path, task_name: str) -> list[dict]:
-    """Messages for `task_name` on the filesystem broker (removed once read)."""
+    """Messages for `task_name` on the filesystem broker, consumed as a worker would (removed
+    once read; a drain task clears its "queued" flag when it starts)."""
     found = []
     for path in sorted((folder / "queue").glob("*.msg")):
         message = json.loads(path.read_text())
@@ -84,6 +86,8 @@ def _published(folder: Path, task_name: str) -> list[dict]:
             _, kwargs, _ = json.loads(base64.b64decode(message["body"]))
             found.append(kwargs)
             path.unlink()
+    if found and task_name == hooks.REALTIME_DRAIN_TASK:
+        realtime_drain_started()
     return found
 
 

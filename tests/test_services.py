@@ -4,6 +4,7 @@ Run by CI (`make services-test`) against the machine's real servers; skipped oth
 """
 
 import os
+import time
 import uuid
 
 import pytest
@@ -51,3 +52,17 @@ def test_a_real_worker_consumes_from_redis(celery_worker_process):
     with transaction.atomic():
         transaction.on_commit(lambda: event_partitions_ensure_task.delay(months_ahead=1, today="2046-03-10"))
     wait_until(lambda: wanted <= partitions.existing_partitions(), timeout=30)
+
+
+def test_queued_flags_live_in_redis_and_expire():
+    from cdp import flags
+
+    name = "cdp:test:services-flag"
+    flags.flag_clear(name)
+    assert flags.flag_set_once(name, ttl=1) is True
+    assert flags.flag_set_once(name, ttl=1) is False
+    flags.flag_clear(name)
+    assert flags.flag_set_once(name, ttl=1) is True
+    time.sleep(1.2)  # a lost message's flag expires
+    assert flags.flag_set_once(name, ttl=1) is True
+    flags.flag_clear(name)

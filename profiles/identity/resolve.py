@@ -117,6 +117,7 @@ def identity_resolve_pending(*, max_seconds: float | None = None, limit: int | N
     deadline = time.monotonic() + (max_seconds if max_seconds is not None else settings.CDP_IDENTITY_TASK_SECONDS)
     result = PendingResult()
     while True:
+        hooks.resolve_started()  # before claiming: a commit that found the flag set is claimed here
         batch = identity_resolve_batch(limit=limit)
         result.batches += 1
         result.events += batch.events

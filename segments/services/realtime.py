@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import orjson
-from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from cdp import flags
 from segments.evaluation import evaluation_statement
 from segments.evaluation.compiler import uuid_array
 from segments.models import MembershipChange, Segment
@@ -370,53 +370,26 @@ def _names_by_profile(rows: list[tuple]) -> dict:
     return {profile_id: value or (set(), set()) for profile_id, value in names.items()}
 
 
-# Set while a drain task is queued and not started (Redis only): changes committed meanwhile
-# need no message of their own, so a sustained load queues one drain task, not one per change
+# Set while a drain task is queued and not started (cdp.flags): changes committed meanwhile need
+# no message of their own, so a sustained load queues one drain task, not one per change
 # (measured: 1,000 redundant messages piled up in a 40-second run). Expires in case a message is
 # lost; the timer sweep drains too.
 DRAIN_REQUESTED = "cdp:segments:realtime-drain-requested"
 
 
-_flag_clients: dict = {}
-
-
-def _flags():
-    """A Redis client for the flag (one per process and URL), None without Redis."""
-    if not settings.REDIS_URL:
-        return None
-    if settings.REDIS_URL not in _flag_clients:
-        import redis
-
-        _flag_clients[settings.REDIS_URL] = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1)
-    return _flag_clients[settings.REDIS_URL]
-
-
 def realtime_drain_request() -> bool:
     """After a change committed: send the drain task unless one is already queued; True if sent."""
-    from redis.exceptions import RedisError
-
     from segments.tasks import realtime_drain_task
 
-    try:
-        client = _flags()
-        if client is not None and not client.set(DRAIN_REQUESTED, b"1", nx=True, ex=10):
-            return False
-    except (RedisError, OSError):  # Redis unreachable: send a message, as without Redis
-        pass
+    if not flags.flag_set_once(DRAIN_REQUESTED):
+        return False
     realtime_drain_task.delay()
     return True
 
 
 def realtime_drain_started() -> None:
     """A drain task starts: changes committed from now on need a new message."""
-    from redis.exceptions import RedisError
-
-    try:
-        client = _flags()
-        if client is not None:
-            client.delete(DRAIN_REQUESTED)
-    except (RedisError, OSError):
-        pass
+    flags.flag_clear(DRAIN_REQUESTED)
 
 
 def _waiting(cursor) -> bool:
