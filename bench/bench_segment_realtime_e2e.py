@@ -18,7 +18,8 @@ resolution, which queues the real-time changes) and one for the `realtime` queue
 - Probes: one at a time, at most twice a second, a demo visitor not yet in `probe_viewers` sends
   one probe_viewed event; from the moment its POST answered 200 (accepted) a poller asks the
   lookup API every 20 ms until `probe_viewers` is in the answer. That interval is the figure.
-- Raw limit in the same run: the same probes on the idle system (no background load) — the
+- Raw limit in the same run: the same probes on the idle system (no background load, after two
+  unmeasured warm-up probes: a fresh worker process imports the code base on its first task) — the
   pipeline's floor on this machine (task hand-offs, resolution, evaluation, lookup), then the
   loaded run; the ratio loaded / idle is printed.
 
@@ -555,19 +556,27 @@ def main() -> None:
     # Segment's libraries send the write key as the HTTP Basic user name.
     write_auth = "Basic " + base64.b64encode(f"{write}:".encode()).decode()
     read_auth = f"Bearer {read}"
-    probes_needed = args.idle_probes + 2 * args.seconds
-    background_visitors, probe_visitors = visitors[probes_needed:], visitors[:probes_needed]
+    warmup_probes = 2  # unmeasured: a fresh worker process imports the code base on its first task
+    probes_needed = warmup_probes + args.idle_probes + 2 * args.seconds
+    background_visitors, probe_visitors = visitors[probes_needed:], visitors[warmup_probes:probes_needed]
+    warmup_visitors = visitors[:warmup_probes]
     processes = Processes(environment(redis_url), args.workers, args.concurrency, args.realtime_concurrency)
     try:
         say(f"system: gunicorn {args.workers} sync workers, Celery worker --concurrency {args.concurrency}"
             + (f" and a real-time worker (-Q realtime) --concurrency {args.realtime_concurrency}"
                if args.realtime_concurrency else " on both queues") + f", Redis {redis_url}")
+        warming = Probes(warmup_visitors, write_auth, read_auth)
+        for visitor in warmup_visitors:
+            warming.one(visitor)
+        say(f"  warm-up: {len(warming.latencies)} unmeasured probes: "
+            + ", ".join(f"{x * 1000:.0f} ms" for x in warming.latencies))
         idle = Probes(probe_visitors[:args.idle_probes], write_auth, read_auth, Trace() if args.trace else None)
         for visitor in list(idle.visitors):  # one at a time: the idle floor
             idle.visitors.remove(visitor)
             idle.one(visitor)
         say(f"  idle: {len(idle.latencies)} probes, p50 {percentile(idle.latencies, 0.5):.0f} ms, "
-            f"p95 {percentile(idle.latencies, 0.95):.0f} ms, max {percentile(idle.latencies, 1.0):.0f} ms")
+            f"p95 {percentile(idle.latencies, 0.95):.0f} ms, max {percentile(idle.latencies, 1.0):.0f} ms; in order (ms): "
+            + ", ".join(f"{x * 1000:.0f}" for x in idle.latencies))
         if idle.trace:
             say(idle.trace.summary())
         loaded = Probes(probe_visitors[args.idle_probes:], write_auth, read_auth, Trace() if args.trace else None)

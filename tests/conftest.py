@@ -1,5 +1,6 @@
 """Shared fixtures: the cast of users, a real Celery worker, a real Chromium."""
 
+import contextlib
 import os
 import queue
 import subprocess
@@ -195,6 +196,10 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, 9)
                 self.process.wait(5)
+        # A pool process can outlive its main process (still in a task, or stuck); left running it
+        # would keep its database session, and its locks, into later tests.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, 9)
 
 
 def broker_purge() -> int:

@@ -71,6 +71,30 @@ def _processes_using(data_dir: Path) -> list[psutil.Process]:
     return found
 
 
+def _manage_shell(env: dict, code: str) -> str:
+    done = subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=BASE_DIR, env=env, text=True,
+                          capture_output=True, timeout=120, check=True)
+    return done.stdout.strip().splitlines()[-1]
+
+
+def _events_reach_profiles(base: str, env: dict) -> None:
+    """Events posted to the running system are attached to profiles by its worker, burst after
+    burst (the embedded broker's "resolution queued" flag is cleared by each run)."""
+    key = _manage_shell(env, "from cdp import apikeys; from profiles.models import Source, SourceKey; "
+                             "s = Source.objects.create(name='Launch test'); "
+                             "print(apikeys.source_key_create(source=s, kind=SourceKey.Kind.WRITE)[1])")
+    for burst in range(2):
+        ids = [f"launch-visitor-{burst}-{n}" for n in range(3)]
+        for anonymous_id in ids:
+            answer = requests.post(f"{base}/v1/batch", auth=(key, ""), timeout=10, json={"batch": [{
+                "type": "track", "event": "Launch Test", "anonymousId": anonymous_id,
+                "context": {"consent": {"categoryPreferences": {"Analytics": True}}}}]})
+            assert answer.json() == {"success": True}
+        query = (f"from profiles.models import Event; print(Event.objects.filter(anonymous_id__in={ids!r}, "
+                 "profile__isnull=False).count())")
+        _wait_for_value(lambda query=query: _manage_shell(env, query) == "3", timeout=60)
+
+
 def test_make_run_serves_the_dashboard_and_ctrl_c_stops_every_process(tmp_path):
     data_dir = tmp_path / "cdp-data"
     port = _free_port()
@@ -106,6 +130,8 @@ def test_make_run_serves_the_dashboard_and_ctrl_c_stops_every_process(tmp_path):
             return len(listing) == 7 and all(item["computed_at"] for item in listing) and listing
         listing = _wait_for_value(computed, timeout=120)
         assert {item["status"] for item in listing} == {"ok"}
+
+        _events_reach_profiles(base, env)
 
         children = psutil.Process(process.pid).children(recursive=True)
         names = " ".join(" ".join(child.cmdline()) for child in children)
